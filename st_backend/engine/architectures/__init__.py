@@ -1,0 +1,48 @@
+"""Architecture quirks, one small spec per ``model_type``, found through a registry.
+
+Only architectures whose packed forward is proven equal to plain ST by the tests are registered; any
+other model runs ST's own path (with a one-time warning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from transformers import PretrainedConfig
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the packed runner must know about one model_type.
+
+    causal: decoder (causal attention, last-token heads).
+    position_offset: added to 0-based positions (RoBERTa-family embeddings start at padding_idx + 1).
+    token_type_ids: the forward takes token types (BERT pairs need them).
+    windows: the sliding windows (tokens each side) its layers use, besides full attention.
+    """
+
+    model_type: str
+    causal: bool = False
+    position_offset: Callable[[PretrainedConfig], int] = lambda config: 0
+    token_type_ids: bool = False
+    windows: Callable[[PretrainedConfig], tuple[int, ...]] = lambda config: ()
+
+    def layer_kinds(self, config: PretrainedConfig) -> list[tuple[bool, int | None]]:
+        """Every (causal, window) pattern a forward of this model runs, for the backend probe."""
+        return [(self.causal, None)] + [(self.causal, w) for w in self.windows(config)]
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {}
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    ARCHITECTURES[spec.model_type] = spec
+    return spec
+
+
+def spec_for(config: PretrainedConfig) -> ArchSpec | None:
+    return ARCHITECTURES.get(getattr(config, "model_type", None))
+
+
+from . import bert, decoders, modernbert, xlm_roberta  # noqa: E402,F401  (each file registers its specs)

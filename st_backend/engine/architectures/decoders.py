@@ -1,0 +1,14 @@
+"""Causal decoders used as embedders or rerankers: rotary positions restart per sequence, causal attention."""
+
+from . import ArchSpec, register
+
+
+def _windows(config) -> tuple[int, ...]:
+    # Causal sliding window: a query sees itself and the sliding_window - 1 tokens before it.
+    if "sliding_attention" in (getattr(config, "layer_types", None) or ()) and config.sliding_window:
+        return (config.sliding_window - 1,)
+    return ()
+
+
+for _model_type in ("qwen3", "llama"):
+    register(ArchSpec(_model_type, causal=True, windows=_windows))

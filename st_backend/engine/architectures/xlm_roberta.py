@@ -1,0 +1,5 @@
+"""XLM-RoBERTa: learned positions start at padding_idx + 1, as its own create_position_ids_from_input_ids does."""
+
+from . import ArchSpec, register
+
+register(ArchSpec("xlm-roberta", position_offset=lambda config: config.pad_token_id + 1))

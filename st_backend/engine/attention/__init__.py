@@ -1,0 +1,158 @@
+"""Attention backends: a registry, a probe that runs each one here, and the choice it leads to.
+
+Like xformers' dispatch, every backend says in words why it cannot run; the probe also runs each candidate
+on a small packed batch and compares it with the reference backend, so a kernel that imports but computes
+wrongly is never chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from .base import AttentionBackend, PackedAttention, hf_attention_function, no_mask
+from .reference import ReferenceBackend
+from .varlen import VarlenBackend
+from .xformers import XformersBackend
+
+logger = logging.getLogger(__name__)
+
+# Fastest first; "auto" takes the first that runs here and expresses every layer of the model.
+PRIORITY = ("varlen", "xformers", "reference")
+
+LayerKind = tuple[bool, "int | None"]  # (causal, sliding window each side or None)
+
+
+_FACTORIES = {
+    "reference": lambda torch_ops: ReferenceBackend(),
+    "varlen": lambda torch_ops: VarlenBackend(),
+    "xformers": lambda torch_ops: XformersBackend(allow_torch_ops=torch_ops),
+}
+_INSTANCES: dict[tuple[str, bool], AttentionBackend] = {}
+
+
+def make_backend(name: str, xformers_torch_ops: bool = False) -> AttentionBackend:
+    """The one instance of a backend (per option), so transformers' registry and the probe agree."""
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown attention backend {name!r}; known: {PRIORITY}")
+    key = (name, xformers_torch_ops and name == "xformers")
+    if key not in _INSTANCES:
+        _INSTANCES[key] = _FACTORIES[name](key[1])
+    return _INSTANCES[key]
+
+
+_REGISTERED: dict[str, AttentionBackend] = {}
+
+
+def register(backend: AttentionBackend) -> str:
+    """Register a backend with transformers' AttentionInterface / AttentionMaskInterface; returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    name = backend.hf_name
+    if _REGISTERED.get(name) is not backend:
+        AttentionInterface.register(name, hf_attention_function(backend))
+        AttentionMaskInterface.register(name, no_mask)
+        _REGISTERED[name] = backend
+    return name
+
+
+@dataclass
+class ProbeResult:
+    device: str
+    dtype: str
+    layer_kinds: list[LayerKind]
+    reasons: dict[str, str | None] = field(default_factory=dict)  # backend -> None (works) or why not
+    chosen: str | None = None
+
+    def lines(self) -> list[str]:
+        out = []
+        for name in PRIORITY:
+            if name not in self.reasons:
+                continue
+            reason = self.reasons[name]
+            mark = "chosen" if name == self.chosen else ("works" if reason is None else "no")
+            out.append(f"{name:10s} {mark:7s} {reason or ''}".rstrip())
+        return out
+
+
+def _check_numerics(
+    backend: AttentionBackend, device: torch.device, dtype: torch.dtype, kind: LayerKind
+) -> str | None:
+    """Run the backend on a small packed batch and compare with the reference backend."""
+    causal, window = kind
+    gen = torch.Generator().manual_seed(0)
+    lengths = [7, 1, 33, 16]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    total, heads, kv_heads, dim = sum(lengths), 4, 2, 64
+    q = torch.randn(total, heads, dim, generator=gen).to(device, dtype)
+    k = torch.randn(total, kv_heads, dim, generator=gen).to(device, dtype)
+    v = torch.randn(total, kv_heads, dim, generator=gen).to(device, dtype)
+    packed = PackedAttention(cu, max(lengths))
+    try:
+        got = backend.attend(q, k, v, packed, scale=dim**-0.5, causal=causal, window=window)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:
+        return f"failed on a test batch ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    ref = ReferenceBackend().attend(
+        q.double().cpu(), k.double().cpu(), v.double().cpu(), PackedAttention(cu.cpu(), max(lengths)),
+        scale=dim**-0.5, causal=causal, window=window,
+    )
+    err = (got.double().cpu() - ref).abs().max().item()
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    if not err <= tol:
+        return f"wrong result on a test batch (causal={causal}, window={window}): max error {err:.2e} > {tol}"
+    return None
+
+
+_PROBES: dict[tuple, ProbeResult] = {}
+
+
+def probe(
+    device: torch.device,
+    dtype: torch.dtype,
+    layer_kinds: list[LayerKind],
+    xformers_torch_ops: bool = False,
+) -> ProbeResult:
+    """Which backends run here for a model with these layer kinds, and why the others do not (cached)."""
+    key = (str(device), dtype, tuple(layer_kinds), xformers_torch_ops)
+    if key in _PROBES:
+        return _PROBES[key]
+    result = ProbeResult(device=str(device), dtype=str(dtype).replace("torch.", ""), layer_kinds=list(layer_kinds))
+    for name in PRIORITY:
+        backend = make_backend(name, xformers_torch_ops)
+        reason = backend.why_not(device, dtype)
+        for kind in layer_kinds if reason is None else []:
+            reason = backend.why_not_layer(*kind) or _check_numerics(backend, device, dtype, kind)
+            if reason:
+                break
+        result.reasons[name] = reason
+    _PROBES[key] = result
+    return result
+
+
+def choose(
+    requested: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    layer_kinds: list[LayerKind],
+    xformers_torch_ops: bool = False,
+) -> tuple[AttentionBackend, ProbeResult]:
+    """Pick the backend (``requested`` = "auto" or a name); raise with every reason if it cannot run."""
+    result = probe(device, dtype, layer_kinds, xformers_torch_ops)
+    candidates = PRIORITY if requested == "auto" else (requested,)
+    for name in candidates:
+        if result.reasons.get(name) is None:
+            result.chosen = name
+            if name == "xformers" and xformers_torch_ops:
+                logger.info("xformers runs on its PyTorch-kernel operators (build check lifted by EngineConfig)")
+            return make_backend(name, xformers_torch_ops), result
+    raise RuntimeError(
+        f"attention backend {requested!r} cannot run on {device} / {dtype}:\n  " + "\n  ".join(result.lines())
+    )
+
+
+__all__ = ["AttentionBackend", "PackedAttention", "ProbeResult", "choose", "make_backend", "probe", "register"]

@@ -1,0 +1,102 @@
+"""What every attention backend implements, and the adapter that plugs one into transformers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PackedAttention:
+    """The packed layout one attention call sees: ``cu_seqlens`` (n + 1,) int32 on the device, longest length."""
+
+    cu_seqlens: torch.Tensor
+    max_len: int
+
+
+class AttentionBackend:
+    """A variable-length attention kernel over packed (total, heads, head_dim) tensors.
+
+    Subclasses set ``name`` and implement ``why_not`` (None when it can run here, else the reason in words),
+    ``why_not_layer`` (None when it can express a layer's causal / sliding-window pattern) and ``attend``.
+    """
+
+    name: str = ""
+
+    def why_not(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        raise NotImplementedError
+
+    def why_not_layer(self, causal: bool, window: int | None) -> str | None:
+        return None
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        packed: PackedAttention,
+        *,
+        scale: float,
+        causal: bool,
+        window: int | None,
+    ) -> torch.Tensor:
+        """q: (T, H, D); k, v: (T, Hkv, D) with H % Hkv == 0; window: tokens each side (None = full)."""
+        raise NotImplementedError
+
+    @property
+    def hf_name(self) -> str:
+        # The name transformers knows it by. It must not contain "flash": transformers would treat it as a
+        # hub kernel to download, and ST would take its own flattening path.
+        return f"st_{self.name}"
+
+
+def repeat_kv(k: torch.Tensor, heads: int) -> torch.Tensor:
+    """(T, Hkv, D) -> (T, heads, D) for grouped-query attention."""
+    groups = heads // k.shape[1]
+    return k if groups == 1 else k.repeat_interleave(groups, dim=1)
+
+
+def hf_attention_function(backend: AttentionBackend):
+    """Wrap a backend in transformers' AttentionInterface signature."""
+
+    def attention(
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        sliding_window: int | None = None,
+        is_causal: bool | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None]:
+        cu = kwargs.get("cu_seq_lens_q")
+        if cu is None or query.shape[0] != 1:
+            raise RuntimeError(
+                f"attention backend {backend.hf_name!r} runs only inside st_backend's packed engine "
+                "(it needs cu_seq_lens_q and a batch of one packed row)"
+            )
+        causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        # transformers' sliding_window counts the token itself (flash's window is sliding_window - 1 each side).
+        window = None if sliding_window is None else int(sliding_window) - 1
+        packed = PackedAttention(cu_seqlens=cu, max_len=int(kwargs.get("max_length_q") or 0))
+        out = backend.attend(
+            query[0].transpose(0, 1),
+            key[0].transpose(0, 1),
+            value[0].transpose(0, 1),
+            packed,
+            scale=scale,
+            causal=causal,
+            window=window,
+        )
+        return out.unsqueeze(0), None
+
+    return attention
+
+
+def no_mask(*args, **kwargs) -> None:
+    """Mask function for the packed backends: the layout travels in cu_seqlens, no dense mask is built."""
+    return None

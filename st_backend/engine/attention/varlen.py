@@ -1,0 +1,60 @@
+"""torch's own variable-length flash kernel (torch >= 2.10, CUDA, fp16/bf16), sliding windows included."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .base import AttentionBackend, repeat_kv
+
+
+def _varlen_attn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+class VarlenBackend(AttentionBackend):
+    name = "varlen"
+
+    def __init__(self) -> None:
+        fn = _varlen_attn()
+        self._fn = fn
+        params = inspect.signature(fn).parameters if fn is not None else {}
+        self._has_window = "window_size" in params
+        self._has_gqa = "enable_gqa" in params
+        self._has_is_causal = "is_causal" in params
+
+    def why_not(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if self._fn is None:
+            return f"torch {torch.__version__} has no torch.nn.attention.varlen.varlen_attn (needs torch >= 2.10)"
+        if device.type != "cuda":
+            return f"varlen_attn runs on CUDA only (device is {device.type})"
+        if dtype not in (torch.float16, torch.bfloat16):
+            return f"varlen_attn takes fp16/bf16 only (model dtype is {dtype})"
+        return None
+
+    def why_not_layer(self, causal: bool, window: int | None) -> str | None:
+        if window is not None and not self._has_window:
+            return f"varlen_attn in torch {torch.__version__} has no window_size (sliding-window layers)"
+        if causal and not (self._has_window or self._has_is_causal):
+            return f"varlen_attn in torch {torch.__version__} has neither window_size nor is_causal"
+        return None
+
+    def attend(self, q, k, v, packed, *, scale, causal, window):
+        kwargs = {}
+        if self._has_gqa and k.shape[1] != q.shape[1]:
+            kwargs["enable_gqa"] = True
+        else:
+            k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
+        if self._has_window and (window is not None or causal):
+            left = -1 if window is None else window
+            kwargs["window_size"] = (left, 0 if causal else left)
+        elif causal:
+            kwargs["is_causal"] = True
+        cu = packed.cu_seqlens
+        max_len = packed.max_len or int((cu[1:] - cu[:-1]).max())
+        return self._fn(q, k, v, cu, cu, max_len, max_len, scale=scale, **kwargs)

@@ -1,0 +1,41 @@
+"""Engine settings: given once, at load, never through ``encode(**kwargs)`` (ST rejects unknown kwargs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ATTENTION_CHOICES = ("auto", "reference", "varlen", "xformers")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the packed engine batches and runs a model.
+
+    max_batch_tokens: token budget of one packed batch (sum of real tokens, no padding).
+    max_batch_sequences: cap on sequences per batch; None means ``encode(batch_size=...)`` is the cap.
+    attention: "auto" (probe and pick the fastest backend that works here), or one backend by name.
+    dtype: cast the model to this dtype at load (None keeps what ST loaded).
+    xformers_torch_ops: allow xformers operators that run on PyTorch's own kernels when its compiled
+        CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
+    """
+
+    max_batch_tokens: int = 16384
+    max_batch_sequences: int | None = None
+    attention: str = "auto"
+    dtype: torch.dtype | str | None = None
+    xformers_torch_ops: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch_tokens < 1:
+            raise ValueError(f"EngineConfig.max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+        if self.max_batch_sequences is not None and self.max_batch_sequences < 1:
+            raise ValueError(f"EngineConfig.max_batch_sequences must be >= 1, got {self.max_batch_sequences}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
+        if isinstance(self.dtype, str):
+            resolved = getattr(torch, self.dtype, None)
+            if not isinstance(resolved, torch.dtype):
+                raise ValueError(f"EngineConfig.dtype {self.dtype!r} is not a torch dtype name")
+            object.__setattr__(self, "dtype", resolved)

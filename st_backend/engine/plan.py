@@ -1,0 +1,88 @@
+"""From an ST module pipeline to what the packed engine runs, or the reason it cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import _compat
+from .architectures import ArchSpec, spec_for
+from .pooling import POOLERS
+
+
+@dataclass
+class EmbedPlan:
+    """Transformer -> segment pooling -> post modules (Dense / Normalize on sentence_embedding)."""
+
+    transformer: _compat.Transformer
+    arch: ArchSpec
+    pooling_modes: tuple[str, ...]
+    include_prompt: bool
+    post: list[torch.nn.Module]
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.transformer.model
+
+    @property
+    def tokenizer(self):
+        return self.transformer.tokenizer
+
+
+def why_not_transformer(module: torch.nn.Module) -> str | None:
+    """None when the engine can run this module's text path exactly as ST would, else the reason."""
+    if type(module) is not _compat.Transformer:
+        return f"the input module is {type(module).__name__}, not sentence_transformers' Transformer"
+    s = _compat.transformer_settings(module)
+    if s["backend"] != "torch":
+        return f"the Transformer runs on the {s['backend']!r} backend"
+    if s["task"] != "feature-extraction":
+        return f"transformer_task is {s['task']!r}"
+    modalities = s["modality_config"]
+    if set(modalities) != {"text"} or modalities["text"].get("method") != "forward":
+        return f"modality config {modalities} is not plain text through forward()"
+    if modalities["text"].get("method_output_name") not in ("last_hidden_state", ("last_hidden_state",)):
+        return f"the text output is {modalities['text'].get('method_output_name')!r}, not last_hidden_state"
+    if any(s["processing_kwargs"].get(k) for k in s["processing_kwargs"]):
+        return f"processing_kwargs {s['processing_kwargs']} change tokenization"
+    if s["query_expansion"] is not None:
+        return "query expansion pads queries on purpose"
+    if s["tokenizer"] is None:
+        return "the Transformer has no tokenizer"
+    model = s["model"]
+    if hasattr(model, "peft_config"):
+        return "the model carries PEFT adapters"
+    if getattr(model.config, "output_hidden_states", False):
+        return "output_hidden_states is on (all_layer_embeddings)"
+    if spec_for(model.config) is None:
+        return f"model_type {model.config.model_type!r} has no packed architecture spec yet"
+    return None
+
+
+def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
+    """EmbedPlan for [Transformer, Pooling, (Dense | Normalize)*], or the reason as a string."""
+    if len(modules) < 2:
+        return f"the pipeline {[type(m).__name__ for m in modules]} has no Pooling module"
+    first, pooling, *post = modules
+    reason = why_not_transformer(first)
+    if reason:
+        return reason
+    if type(pooling) is not _compat.Pooling:
+        return f"module 2 is {type(pooling).__name__}, not Pooling"
+    modes = (pooling.pooling_mode,) if isinstance(pooling.pooling_mode, str) else tuple(pooling.pooling_mode)
+    unknown = [m for m in modes if m not in POOLERS]
+    if unknown:
+        return f"pooling modes {unknown} have no segment pooler"
+    for i, module in enumerate(post, start=3):
+        if type(module) not in (_compat.Dense, _compat.Normalize):
+            return f"module {i} is {type(module).__name__}"
+        if module.module_input_name != "sentence_embedding" or module.module_output_name != "sentence_embedding":
+            return f"module {i} ({type(module).__name__}) reads {module.module_input_name!r}"
+    return EmbedPlan(
+        transformer=first,
+        arch=spec_for(first.model.config),
+        pooling_modes=modes,
+        include_prompt=pooling.include_prompt,
+        post=list(post),
+    )

@@ -1,0 +1,61 @@
+"""What runs here: versions, device, and which attention backends work and why the others do not."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+import torch
+
+from .engine.attention import probe
+
+# The layer patterns of the supported architectures: encoders, decoders, ModernBERT-style local layers.
+_LAYER_SETS = {
+    "bidirectional (BERT, XLM-R)": [(False, None)],
+    "causal (Qwen3, Llama)": [(True, None)],
+    "bidirectional + sliding window (ModernBERT)": [(False, None), (False, 64)],
+}
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def info(device: str | torch.device | None = None, dtype: torch.dtype | None = None, xformers_torch_ops=False) -> dict:
+    """Versions, device and the backend probe for each layer pattern, as a dict."""
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    report = {
+        "python": platform.python_version(),
+        "versions": {
+            name: _version(name)
+            for name in ("st-backend", "sentence-transformers", "transformers", "torch", "tokenizers", "xformers")
+        },
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "dtype": str(dtype).replace("torch.", ""),
+        "backends": {},
+    }
+    for label, kinds in _LAYER_SETS.items():
+        result = probe(device, dtype, kinds, xformers_torch_ops)
+        chosen = next((name for name, reason in result.reasons.items() if reason is None), None)
+        report["backends"][label] = {"chosen": chosen, "reasons": dict(result.reasons)}
+    return report
+
+
+def format_info(report: dict) -> str:
+    lines = [f"python {report['python']}"]
+    lines += [f"{name} {version}" for name, version in report["versions"].items()]
+    lines.append(f"device {report['device']} ({report['device_name']}), dtype {report['dtype']}")
+    for label, entry in report["backends"].items():
+        lines.append(f"attention for {label}: {entry['chosen']}")
+        for name, reason in entry["reasons"].items():
+            lines.append(f"  {name:10s} {'works' if reason is None else 'no: ' + reason}")
+    return "\n".join(lines)
