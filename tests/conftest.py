@@ -1,0 +1,21 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+
+SHARED_DATA = TESTS.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> str:
+    from st_backend.default_model import default_model_path
+
+    return default_model_path()

@@ -1,0 +1,56 @@
+"""The reference backend against a per-sequence loop of plain SDPA, for every layer pattern."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from st_backend.engine.attention import PackedAttention, choose, make_backend, probe
+
+
+def naive(q, k, v, lengths, causal, window, scale):
+    outs, start = [], 0
+    heads = q.shape[1]
+    for n in lengths:
+        qs, ks, vs = (x[start : start + n].transpose(0, 1) for x in (q, k, v))
+        ks = ks.repeat_interleave(heads // ks.shape[0], dim=0)
+        vs = vs.repeat_interleave(heads // vs.shape[0], dim=0)
+        i = torch.arange(n)
+        allowed = torch.ones(n, n, dtype=torch.bool)
+        if causal:
+            allowed &= i[None, :] <= i[:, None]
+        if window is not None:
+            allowed &= (i[None, :] - i[:, None]).abs() <= window
+        outs.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=allowed, scale=scale).transpose(0, 1))
+        start += n
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [None, 2, 5])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_reference_matches_per_sequence_sdpa(causal, window, kv_heads):
+    gen = torch.Generator().manual_seed(1)
+    lengths = [1, 9, 4, 17, 2]
+    total = sum(lengths)
+    q = torch.randn(total, 4, 16, generator=gen, dtype=torch.float64)
+    k = torch.randn(total, kv_heads, 16, generator=gen, dtype=torch.float64)
+    v = torch.randn(total, kv_heads, 16, generator=gen, dtype=torch.float64)
+    cu = torch.tensor([0, 1, 10, 14, 31, 33], dtype=torch.int32)
+    got = make_backend("reference").attend(q, k, v, PackedAttention(cu, 17), scale=0.3, causal=causal, window=window)
+    want = naive(q, k, v, lengths, causal, window, 0.3)
+    assert got.shape == want.shape == (total, 4, 16)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_probe_explains_every_backend_on_cpu():
+    result = probe(torch.device("cpu"), torch.float32, [(False, None)])
+    assert result.reasons["reference"] is None
+    for name in ("varlen", "xformers"):
+        assert result.reasons[name]  # a reason in words, never a silent absence
+    backend, _ = choose("auto", torch.device("cpu"), torch.float32, [(False, None)])
+    assert backend.name == "reference"
+
+
+def test_choosing_a_backend_that_cannot_run_names_why():
+    with pytest.raises(RuntimeError, match="varlen"):
+        choose("varlen", torch.device("cpu"), torch.float32, [(False, None)])
