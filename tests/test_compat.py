@@ -10,8 +10,16 @@ from transformers import PretrainedConfig
 
 def test_st_inference_override_point():
     params = inspect.signature(sentence_transformers.SentenceTransformer._inference).parameters
-    for name in ("prompt", "batch_size", "show_progress_bar", "output_value", "save_to_cpu",
-                 "normalize_embeddings", "truncate_dim", "device"):
+    for name in (
+        "prompt",
+        "batch_size",
+        "show_progress_bar",
+        "output_value",
+        "save_to_cpu",
+        "normalize_embeddings",
+        "truncate_dim",
+        "device",
+    ):
         assert name in params, name
     assert hasattr(sentence_transformers.SentenceTransformer, "_resolve_inference_device")
 
@@ -20,8 +28,18 @@ def test_st_transformer_private_names(tiny_root):
     from tiny_models import build_hf_dir
 
     module = Transformer(str(build_hf_dir("bert", tiny_root)))
-    names = ("model", "tokenizer", "max_seq_length", "query_length", "document_length", "processing_kwargs",
-             "backend", "transformer_task", "modality_config", "query_expansion")
+    names = (
+        "model",
+        "tokenizer",
+        "max_seq_length",
+        "query_length",
+        "document_length",
+        "processing_kwargs",
+        "backend",
+        "transformer_task",
+        "modality_config",
+        "query_expansion",
+    )
     for name in names:
         assert hasattr(module, name), name
     assert isinstance(module._get_prompt_length("query: "), int)

@@ -14,8 +14,8 @@ import pytest
 import sentence_transformers
 import torch
 from compare import assert_same_output
-from sentence_transformers.util.quantization import quantize_embeddings
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+from sentence_transformers.util.quantization import quantize_embeddings
 from tiny_models import ARCHS, DECODER_ARCHS, build_hf_dir
 
 import st_backend
@@ -92,7 +92,10 @@ STRUCTURES = list(itertools.product(ARCHS, POOLINGS, [True, False], [False, True
 @pytest.mark.parametrize(
     "arch,pooling,include_prompt,dense,normalize",
     STRUCTURES,
-    ids=[f"{a}-{'+'.join(p) if isinstance(p, tuple) else p}-ip{int(i)}-d{int(d)}-n{int(n)}" for a, p, i, d, n in STRUCTURES],
+    ids=[
+        f"{a}-{'+'.join(p) if isinstance(p, tuple) else p}-ip{int(i)}-d{int(d)}-n{int(n)}"
+        for a, p, i, d, n in STRUCTURES
+    ],
 )
 def test_encode_matches_plain_st(backbones, caplog, arch, pooling, include_prompt, dense, normalize):
     plain, fast = _pair(backbones[arch], pooling, include_prompt, dense, normalize)

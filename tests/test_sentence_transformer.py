@@ -169,8 +169,9 @@ def test_half_precision_engine_dtype_matches_st_in_half(tiny_root):
 def test_max_seq_length_set_after_load_is_honoured(tiny_root):
     plain, fast = load_pair(build_st_dir("bert", tiny_root))
     plain.max_seq_length = fast.max_seq_length = 8
-    assert_same_output(fast.encode(TEXTS, output_value="token_embeddings"),
-                       plain.encode(TEXTS, output_value="token_embeddings"))
+    assert_same_output(
+        fast.encode(TEXTS, output_value="token_embeddings"), plain.encode(TEXTS, output_value="token_embeddings")
+    )
     assert max(len(t) for t in fast.encode(TEXTS, output_value="token_embeddings")) == 8
 
 

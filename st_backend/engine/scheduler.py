@@ -26,4 +26,3 @@ def plan_batches(lengths: np.ndarray, max_tokens: int, max_sequences: int) -> li
     if start < len(order):
         batches.append(order[start:])
     return batches
-

@@ -78,9 +78,7 @@ class ProbeResult:
         return out
 
 
-def _check_numerics(
-    backend: AttentionBackend, device: torch.device, dtype: torch.dtype, kind: LayerKind
-) -> str | None:
+def _check_numerics(backend: AttentionBackend, device: torch.device, dtype: torch.dtype, kind: LayerKind) -> str | None:
     """Run the backend on a small packed batch and compare with the reference backend."""
     causal, window = kind
     gen = torch.Generator().manual_seed(0)
@@ -98,8 +96,13 @@ def _check_numerics(
     except Exception as exc:
         return f"failed on a test batch ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
     ref = ReferenceBackend().attend(
-        q.double().cpu(), k.double().cpu(), v.double().cpu(), PackedAttention(cu.cpu(), max(lengths)),
-        scale=dim**-0.5, causal=causal, window=window,
+        q.double().cpu(),
+        k.double().cpu(),
+        v.double().cpu(),
+        PackedAttention(cu.cpu(), max(lengths)),
+        scale=dim**-0.5,
+        causal=causal,
+        window=window,
     )
     err = (got.double().cpu() - ref).abs().max().item()
     tol = 1e-4 if dtype == torch.float32 else 2e-2

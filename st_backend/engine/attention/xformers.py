@@ -8,6 +8,8 @@ import torch
 
 from .base import AttentionBackend, repeat_kv
 
+_BUILT_WITH_CUDA: bool | None = None  # xformers' own verdict, read before any lift
+
 
 class XformersBackend(AttentionBackend):
     name = "xformers"
@@ -25,7 +27,10 @@ class XformersBackend(AttentionBackend):
             fmha_common = importlib.import_module("xformers.ops.fmha.common")
         except Exception as exc:  # ImportError, or a broken build raising anything at import
             return None, f"xformers is not importable here ({type(exc).__name__}: {exc}); install st-backend[xformers]"
-        if self.allow_torch_ops and not getattr(fmha_common, "_built_with_cuda", True):
+        global _BUILT_WITH_CUDA
+        if _BUILT_WITH_CUDA is None:
+            _BUILT_WITH_CUDA = bool(getattr(fmha_common, "_built_with_cuda", True))
+        if self.allow_torch_ops and not _BUILT_WITH_CUDA:
             fmha_common._built_with_cuda = True
         return ops, None
 
@@ -35,8 +40,7 @@ class XformersBackend(AttentionBackend):
             return reason
         if device.type != "cuda":
             return f"xformers memory_efficient_attention needs CUDA (device is {device.type})"
-        common = importlib.import_module("xformers.ops.fmha.common")
-        if not getattr(common, "_built_with_cuda", True):
+        if not _BUILT_WITH_CUDA and not self.allow_torch_ops:
             return (
                 "xformers' compiled CUDA operators do not load with this torch build; its PyTorch-kernel "
                 "operators can run if you pass EngineConfig(xformers_torch_ops=True)"

@@ -1,0 +1,89 @@
+"""GPU checks (run on the device machine): every working backend equals the reference backend, and fp16
+encode equals plain ST in fp16 (cosine >= 0.999)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import sentence_transformers
+import torch
+from compare import assert_rows_close
+from tiny_models import ARCHS, build_st_dir
+
+import st_backend
+from st_backend import EngineConfig
+from st_backend.engine.attention import PRIORITY, probe
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+WORDS = "the quick brown fox jumps over a lazy dog while seven tired cats watch from under wet grass".split()
+TEXTS = ["", "a", *[" ".join(WORDS[: i % len(WORDS) + 1] * (1 + i // 7)) for i in range(60)]]
+REPORT: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_report():
+    yield
+    if os.environ.get("ST_BACKEND_GPU_REPORT"):
+        with open(os.environ["ST_BACKEND_GPU_REPORT"], "w") as f:
+            json.dump(REPORT, f, indent=2)
+
+
+def _encode(path, dtype, attention, xformers_torch_ops=False):
+    config = EngineConfig(attention=attention, dtype=dtype, xformers_torch_ops=xformers_torch_ops)
+    model = st_backend.SentenceTransformer(str(path), device="cuda", engine=config)
+    out = model.encode(TEXTS, convert_to_tensor=True, batch_size=16)
+    engine = model.engine_for(None)
+    return out.float(), engine.runner(model.device).backend.name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_working_backend_equals_reference(tiny_root, arch, dtype):
+    path = build_st_dir(arch, tiny_root)
+    ref, _ = _encode(path, dtype, "reference")
+    ran = []
+    for torch_ops in (False, True):
+        plan = st_backend.SentenceTransformer(str(path), device="cuda").engine_for(None).plan
+        kinds = plan.arch.layer_kinds(plan.hf_model.config)
+        reasons = probe(torch.device("cuda"), dtype, kinds, torch_ops).reasons
+        for name in PRIORITY:
+            if name == "reference" or reasons[name] is not None or (name, torch_ops) in ran:
+                continue
+            got, used = _encode(path, dtype, name, torch_ops)
+            assert used == name
+            assert_rows_close(got, ref, min_cosine=0.999, max_abs=float("inf"), what=f"{name} vs reference")
+            ran.append((name, torch_ops))
+        REPORT.setdefault(f"{arch}/{str(dtype)[6:]}", {})[f"xformers_torch_ops={torch_ops}"] = reasons
+    REPORT.setdefault("ran", {})[f"{arch}/{str(dtype)[6:]}"] = [f"{n}{' (torch ops)' if t else ''}" for n, t in ran]
+    assert ran, f"no backend besides reference works on CUDA for {arch}: {reasons}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fp16_encode_equals_plain_st_fp16(tiny_root, arch):
+    path = build_st_dir(arch, tiny_root)
+    plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()
+    want = plain.encode(TEXTS, convert_to_tensor=True, batch_size=16).float()
+    got, used = _encode(path, torch.float16, "auto")
+    REPORT.setdefault("auto", {})[arch] = used
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} fp16 ({used})")
+
+
+def test_real_minilm_fp16_equals_plain_st_fp16():
+    from st_backend.default_model import default_model_path
+
+    try:
+        path = default_model_path()
+    except ImportError:
+        pytest.skip("the embedded default model is not installed here")
+    plain = sentence_transformers.SentenceTransformer(path, device="cuda").half()
+    fast = st_backend.SentenceTransformer(path, device="cuda", engine=EngineConfig(dtype=torch.float16))
+    want = plain.encode(TEXTS, convert_to_tensor=True).float()
+    got = fast.encode(TEXTS, convert_to_tensor=True).float()
+    REPORT.setdefault("auto", {})["all-MiniLM-L6-v2"] = fast.engine_for(None).runner(fast.device).backend.name
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what="all-MiniLM-L6-v2 fp16")
