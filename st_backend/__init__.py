@@ -2,7 +2,7 @@
 
 from .engine.config import EngineConfig
 from .info import info
-from .models import SentenceTransformer
+from .models import CrossEncoder, SentenceTransformer
 
-__all__ = ["EngineConfig", "SentenceTransformer", "info"]
+__all__ = ["CrossEncoder", "EngineConfig", "SentenceTransformer", "info"]
 __version__ = "0.1.0"

@@ -13,11 +13,13 @@ from sentence_transformers.base.modules.dense import Dense
 from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.base.modules.router import Router
 from sentence_transformers.base.modules.transformer import Transformer
+from sentence_transformers.cross_encoder.modules.logit_score import LogitScore
 from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 from sentence_transformers.util import truncate_embeddings
 
 __all__ = [
     "Dense",
+    "LogitScore",
     "Normalize",
     "Pooling",
     "Router",
@@ -72,6 +74,7 @@ def transformer_settings(transformer: Transformer) -> dict:
         "query_expansion": transformer.query_expansion,
         "model": transformer.model,
         "tokenizer": transformer.tokenizer,
+        "processor": transformer.processor,
     }
 
 

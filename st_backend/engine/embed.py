@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,16 +10,13 @@ import torch.nn.functional as F
 from tqdm.autonotebook import tqdm
 
 from .. import _compat
-from .attention import ProbeResult, choose
 from .config import EngineConfig
 from .packing import pack
 from .plan import EmbedPlan
 from .pooling import Segments, pool
-from .runner import PackedRunner
+from .runner import PackedRunner, RunnerCache
 from .scheduler import plan_batches
 from .tokenize import TextTokenizer
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,32 +41,10 @@ class EmbedEngine:
         self.plan = plan
         self.config = config
         self.tokenizer = TextTokenizer(plan.tokenizer)
-        self._runners: dict[tuple[str, torch.dtype], PackedRunner] = {}
-        self.last_probe: ProbeResult | None = None
+        self.runners = RunnerCache(plan.hf_model, plan.arch, config)
 
     def runner(self, device: torch.device) -> PackedRunner:
-        model = self.plan.hf_model
-        dtype = next(model.parameters()).dtype
-        key = (str(device), dtype)
-        if key not in self._runners:
-            backend, result = choose(
-                self.config.attention,
-                device,
-                dtype,
-                self.plan.arch.layer_kinds(model.config),
-                self.config.xformers_torch_ops,
-            )
-            self.last_probe = result
-            logger.info(
-                "st_backend: %s on %s/%s uses attention backend %r (%s)",
-                model.config.model_type,
-                device,
-                result.dtype,
-                backend.name,
-                "; ".join(result.lines()),
-            )
-            self._runners[key] = PackedRunner(model, self.plan.arch, backend)
-        return self._runners[key]
+        return self.runners.get(device)
 
     def embed(self, req: EmbedRequest, device: torch.device) -> torch.Tensor | list[torch.Tensor]:
         """sentence_embedding: (N, D) tensor in input order; token_embeddings: list of (len_i, hidden)."""

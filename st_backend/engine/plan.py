@@ -30,20 +30,31 @@ class EmbedPlan:
         return self.transformer.tokenizer
 
 
-def why_not_transformer(module: torch.nn.Module) -> str | None:
-    """None when the engine can run this module's text path exactly as ST would, else the reason."""
+def why_not_transformer(
+    module: torch.nn.Module, task: str = "feature-extraction", output: str = "last_hidden_state", message: bool = False
+) -> str | None:
+    """None when the engine can run this module's text path exactly as ST would, else the reason.
+
+    task / output: the transformer_task and model output the engine replaces; message: whether a chat
+    template (the "message" modality) may render the text.
+    """
     if type(module) is not _compat.Transformer:
         return f"the input module is {type(module).__name__}, not sentence_transformers' Transformer"
     s = _compat.transformer_settings(module)
     if s["backend"] != "torch":
         return f"the Transformer runs on the {s['backend']!r} backend"
-    if s["task"] != "feature-extraction":
+    if s["task"] != task:
         return f"transformer_task is {s['task']!r}"
     modalities = s["modality_config"]
-    if set(modalities) != {"text"} or modalities["text"].get("method") != "forward":
-        return f"modality config {modalities} is not plain text through forward()"
-    if modalities["text"].get("method_output_name") not in ("last_hidden_state", ("last_hidden_state",)):
-        return f"the text output is {modalities['text'].get('method_output_name')!r}, not last_hidden_state"
+    allowed = {"text", "message"} if message else {"text"}
+    if "text" not in modalities or not set(modalities) <= allowed:
+        return f"modalities {sorted(modalities)} are not plain text" + ("" if message else " (a chat template)")
+    for name, params in modalities.items():
+        out = params.get("method_output_name")
+        if params.get("method") != "forward" or out not in (output, (output,)):
+            return f"the {name} path calls {params.get('method')}() for {out!r}, not forward() for {output!r}"
+    if "message" in modalities and s["processor"] is not s["tokenizer"]:
+        return "the chat template belongs to a multimodal processor"
     if any(s["processing_kwargs"].get(k) for k in s["processing_kwargs"]):
         return f"processing_kwargs {s['processing_kwargs']} change tokenization"
     if s["query_expansion"] is not None:
@@ -86,3 +97,49 @@ def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
         include_prompt=pooling.include_prompt,
         post=list(post),
     )
+
+
+@dataclass
+class ScorePlan:
+    """Transformer (sequence classification, or causal LM read at the last token) -> post modules -> scores.
+
+    template: the chat template pairs are rendered through ("message" modality), or None for plain pairs.
+    """
+
+    transformer: _compat.Transformer
+    arch: ArchSpec
+    causal: bool
+    post: list[torch.nn.Module]
+    template: str | None
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.transformer.model
+
+    @property
+    def tokenizer(self):
+        return self.transformer.tokenizer
+
+
+def build_score_plan(modules: list[torch.nn.Module]) -> ScorePlan | str:
+    """ScorePlan for [Transformer(sequence-classification)] or [Transformer(text-generation), LogitScore]."""
+    from .heads import SEQUENCE_CLASSIFICATION
+
+    first, *post = modules
+    causal = getattr(first, "transformer_task", None) == "text-generation"
+    if causal:
+        reason = why_not_transformer(first, "text-generation", "logits", message=True)
+        if not reason and not (len(post) == 1 and type(post[0]) is _compat.LogitScore):
+            reason = f"the modules after the causal LM are {[type(m).__name__ for m in post]}, not one LogitScore"
+        if not reason and not hasattr(first.model, "lm_head"):
+            reason = f"{type(first.model).__name__} has no lm_head"
+    else:
+        reason = why_not_transformer(first, "sequence-classification", "logits", message=True)
+        if not reason and post:
+            reason = f"modules after the classifier: {[type(m).__name__ for m in post]}"
+        if not reason and first.model.config.model_type not in SEQUENCE_CLASSIFICATION:
+            reason = f"no packed sequence-classification head for {first.model.config.model_type!r}"
+    if reason:
+        return reason
+    template = getattr(first.tokenizer, "chat_template", None) if "message" in first.modality_config else None
+    return ScorePlan(first, spec_for(first.model.config), causal, list(post), template)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .. import _compat
 from .architectures import ArchSpec
-from .attention import AttentionBackend, register
+from .attention import AttentionBackend, choose, register
 from .packing import PackedBatch
+
+logger = logging.getLogger(__name__)
 
 
 class PackedRunner:
@@ -37,3 +41,37 @@ class PackedRunner:
         with _compat.attention_implementation(self.model, self.attn_name):
             out = self.model(**kwargs, return_dict=True)
         return out.last_hidden_state[0]
+
+
+class RunnerCache:
+    """One PackedRunner per (device, dtype) for a model, its backend chosen by the probe and logged once."""
+
+    def __init__(self, model: torch.nn.Module, arch: ArchSpec, config) -> None:
+        self.model = model  # the base model (no task head)
+        self.arch = arch
+        self.config = config
+        self._runners: dict[tuple[str, torch.dtype], PackedRunner] = {}
+        self.last_probe = None
+
+    def get(self, device: torch.device) -> PackedRunner:
+        dtype = next(self.model.parameters()).dtype
+        key = (str(device), dtype)
+        if key not in self._runners:
+            backend, result = choose(
+                self.config.attention,
+                device,
+                dtype,
+                self.arch.layer_kinds(self.model.config),
+                self.config.xformers_torch_ops,
+            )
+            self.last_probe = result
+            logger.info(
+                "st_backend: %s on %s/%s uses attention backend %r (%s)",
+                self.model.config.model_type,
+                device,
+                result.dtype,
+                backend.name,
+                "; ".join(result.lines()),
+            )
+            self._runners[key] = PackedRunner(self.model, self.arch, backend)
+        return self._runners[key]

@@ -1,0 +1,78 @@
+"""pairs -> token batches (plain pair encoding, or a chat template with template-aware truncation) ->
+packed forward -> head at the positions it needs -> scores in the caller's order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.autonotebook import tqdm
+
+from .. import _compat
+from ..templates import ChatTemplate
+from .config import EngineConfig
+from .heads import SEQUENCE_CLASSIFICATION, causal_lm_last_logits
+from .packing import pack
+from .plan import ScorePlan
+from .runner import PackedRunner, RunnerCache
+from .scheduler import plan_batches
+from .tokenize import TextTokenizer, Tokenized
+
+
+@dataclass
+class ScoreRequest:
+    pairs: list[tuple[str, str]]
+    prompt: str | None = None
+    max_sequences: int = 32
+    show_progress_bar: bool = False
+
+
+class ScoreEngine:
+    """Runs one ScorePlan: raw scores (n, num_labels) before ST's activation / softmax."""
+
+    def __init__(self, plan: ScorePlan, config: EngineConfig) -> None:
+        self.plan = plan
+        self.config = config
+        self.tokenizer = TextTokenizer(plan.tokenizer)
+        self.template = ChatTemplate(plan.tokenizer, plan.template, self.tokenizer) if plan.template else None
+        self.runners = RunnerCache(plan.hf_model.base_model, plan.arch, config)
+        self.truncated = 0  # pairs cut to fit by template-aware truncation (for callers and tests)
+
+    def runner(self, device: torch.device) -> PackedRunner:
+        return self.runners.get(device)
+
+    def tokenize(self, pairs: list[tuple[str, str]], prompt: str | None) -> Tokenized:
+        max_length = _compat.text_max_length(self.plan.transformer, None)
+        if self.template is not None:
+            tokens, cut = self.template.encode([tuple(p) for p in pairs], prompt, max_length)
+            self.truncated += cut
+            return tokens
+        # As ST: a prompt goes in front of the first text; the pair is truncated longest-first.
+        texts = [(prompt + q, d) for q, d in pairs] if prompt else [tuple(p) for p in pairs]
+        return self.tokenizer(texts, max_length)
+
+    def score(self, req: ScoreRequest, device: torch.device) -> torch.Tensor:
+        tokens = self.tokenize(req.pairs, req.prompt)
+        runner = self.runner(device)
+        model = self.plan.hf_model
+        max_sequences = self.config.max_batch_sequences or req.max_sequences
+        out: torch.Tensor | None = None
+        for indices in tqdm(
+            plan_batches(tokens.lengths, self.config.max_batch_tokens, max_sequences),
+            desc="Batches",
+            disable=not req.show_progress_bar,
+        ):
+            batch = pack(tokens.ids, tokens.type_ids, indices).to(device)
+            hidden = runner.forward(batch)
+            if self.plan.causal:
+                features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}
+                for module in self.plan.post:
+                    features = module(features)
+                scores = features["scores"]
+            else:
+                scores = SEQUENCE_CLASSIFICATION[model.config.model_type](model, hidden, batch)
+            if out is None:
+                out = scores.new_empty((len(req.pairs), *scores.shape[1:]))
+            out[torch.from_numpy(np.asarray(indices)).to(out.device)] = scores
+        return out
