@@ -1,0 +1,25 @@
+"""A nemotron-rerank-style classifier (LlamaForSequenceClassification) with its score template given at load,
+like a serving engine's --chat-template. Tiny random weights (offline): the scores are noise; the example
+shows that the template reaches the model and that st_backend equals plain ST."""
+
+import numpy as np
+import sentence_transformers
+from _tiny import remove, tiny_decoder
+
+from st_backend import CrossEncoder
+
+TEMPLATE = 'question:{{ messages[0]["content"] }} \n \n passage:{{ messages[1]["content"] }}'
+
+path = tiny_decoder("llama-seq-cls")
+try:
+    model = CrossEncoder(path, device="cpu", chat_template=TEMPLATE)
+    plain = sentence_transformers.CrossEncoder(path, device="cpu", processor_kwargs={"chat_template": TEMPLATE})
+    query = "how do I reset my PIN?"
+    documents = ["Go to settings and choose Reset PIN.", "Our branches open at nine.", "PIN resets need your card."]
+    for hit in model.rank(query, documents, return_documents=True):
+        print(f"{hit['score']:.4f}  {hit['text']}")
+    print("rendered:", repr(model.engine().template.render((query, documents[0]))))
+    pairs = [(query, d) for d in documents]
+    print("max |st_backend - plain ST|:", np.abs(model.predict(pairs) - plain.predict(pairs)).max())
+finally:
+    remove(path)
