@@ -81,3 +81,8 @@ def transformer_settings(transformer: Transformer) -> dict:
 def placement_is_delegated(model) -> bool:
     """True when a device_map or Accelerate hooks place the model's modules (ST's own flag)."""
     return bool(getattr(model, "_placement_is_delegated", False))
+
+
+def template_declares_task(transformer: Transformer) -> bool:
+    """Whether ST passes ``task=`` into this module's chat template (task-aware templates)."""
+    return bool(transformer._chat_template_declares_task())

@@ -29,6 +29,17 @@ def load_chat_template(value: str | os.PathLike) -> str:
     return text
 
 
+def with_chat_template(kwargs: dict, chat_template: str | os.PathLike | None) -> dict:
+    """Model constructor kwargs with ``chat_template`` (string or .jinja path) passed to ST's processor."""
+    if chat_template is not None:
+        processor_kwargs = {
+            **(kwargs.get("processor_kwargs") or {}),
+            "chat_template": load_chat_template(chat_template),
+        }
+        kwargs = {**kwargs, "processor_kwargs": processor_kwargs}
+    return kwargs
+
+
 def build_messages(contents: tuple[str, ...], instruction: str | None) -> list[dict[str, str]]:
     roles = PAIR_ROLES if len(contents) == 2 else ("user",)
     messages = [{"role": "system", "content": instruction}] if instruction else []

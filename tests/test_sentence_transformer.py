@@ -191,3 +191,33 @@ def test_multi_process_pool_matches(tiny_root):
     texts = TEXTS * 3
     got = fast.encode(texts, device=["cpu", "cpu"], chunk_size=5)
     assert_same_output(got, plain.encode(texts))
+
+
+INSTRUCT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}Instruct: {{ m['content'] }}\n"
+    "{% else %}Query: {{ m['content'] }}{% endif %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("arch,pooling", [("qwen3", "lasttoken"), ("bert", "mean"), ("modernbert", "cls")])
+def test_instruction_template_for_embeddings(tiny_root, arch, pooling):
+    hf = str(build_hf_dir(arch, tiny_root))
+    backbone = Transformer(hf, processor_kwargs={"chat_template": INSTRUCT_TEMPLATE})
+    modules = [backbone, Pooling(backbone.get_embedding_dimension(), pooling)]
+    plain = sentence_transformers.SentenceTransformer(modules=modules, device="cpu")
+    fast = st_backend.SentenceTransformer(modules=modules, device="cpu")
+    assert fast.engine_for(None).template.template == INSTRUCT_TEMPLATE
+    texts = ["what is a cat", "", "short one"]  # all fit: ST's truncate-and-restore never runs
+    for kwargs in ({}, {"prompt": "Given a question, retrieve passages that answer it"}):
+        assert_same_output(fast.encode(texts, **kwargs), plain.encode(texts, **kwargs))
+
+
+def test_chat_template_argument_for_embeddings(tiny_root, tmp_path):
+    path = build_st_dir("qwen3", tiny_root)
+    template_file = tmp_path / "query.jinja"
+    template_file.write_text(INSTRUCT_TEMPLATE, encoding="utf-8")
+    fast = st_backend.SentenceTransformer(str(path), device="cpu", chat_template=str(template_file))
+    plain = sentence_transformers.SentenceTransformer(
+        str(path), device="cpu", processor_kwargs={"chat_template": INSTRUCT_TEMPLATE}
+    )
+    assert_same_output(fast.encode(TEXTS[:3], prompt="Find it"), plain.encode(TEXTS[:3], prompt="Find it"))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm.autonotebook import tqdm
 
 from .. import _compat
+from ..templates import ChatTemplate
 from .config import EngineConfig
 from .packing import pack
 from .plan import EmbedPlan
@@ -41,6 +42,7 @@ class EmbedEngine:
         self.plan = plan
         self.config = config
         self.tokenizer = TextTokenizer(plan.tokenizer)
+        self.template = ChatTemplate(plan.tokenizer, plan.template, self.tokenizer) if plan.template else None
         self.runners = RunnerCache(plan.hf_model, plan.arch, config)
 
     def runner(self, device: torch.device) -> PackedRunner:
@@ -49,11 +51,15 @@ class EmbedEngine:
     def embed(self, req: EmbedRequest, device: torch.device) -> torch.Tensor | list[torch.Tensor]:
         """sentence_embedding: (N, D) tensor in input order; token_embeddings: list of (len_i, hidden)."""
         plan = self.plan
-        texts = [req.prompt + t for t in req.texts] if req.prompt else req.texts
         max_length = _compat.text_max_length(plan.transformer, req.task)
-        tokens = self.tokenizer(texts, max_length)
         prompt_length = None
-        if req.prompt and not plan.include_prompt:
+        if self.template is not None:
+            # As ST: each text is a "user" message, the prompt a "system" one (not excluded from pooling).
+            tokens, _ = self.template.encode([(t,) for t in req.texts], req.prompt, max_length)
+        else:
+            texts = [req.prompt + t for t in req.texts] if req.prompt else req.texts
+            tokens = self.tokenizer(texts, max_length)
+        if self.template is None and req.prompt and not plan.include_prompt:
             kwargs = {"task": req.task} if req.task is not None else {}
             prompt_length = _compat.prompt_length(plan.transformer, req.prompt, **kwargs)
 
@@ -61,7 +67,7 @@ class EmbedEngine:
         max_sequences = self.config.max_batch_sequences or req.max_sequences
         batches = plan_batches(tokens.lengths, self.config.max_batch_tokens, max_sequences)
         sentence: torch.Tensor | None = None
-        token_rows: list[torch.Tensor | None] = [None] * len(texts)
+        token_rows: list[torch.Tensor | None] = [None] * len(req.texts)
         for indices in tqdm(batches, desc="Batches", disable=not req.show_progress_bar):
             batch = pack(tokens.ids, tokens.type_ids, indices).to(device)
             hidden = runner.forward(batch)
@@ -77,7 +83,7 @@ class EmbedEngine:
             if req.save_to_cpu:
                 emb = emb.cpu()
             if sentence is None:
-                sentence = emb.new_empty((len(texts), *emb.shape[1:]))
+                sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
             sentence[torch.from_numpy(np.asarray(indices)).to(sentence.device)] = emb
         if req.output_value == "token_embeddings":
             return token_rows

@@ -20,6 +20,7 @@ class EmbedPlan:
     pooling_modes: tuple[str, ...]
     include_prompt: bool
     post: list[torch.nn.Module]
+    template: str | None = None  # chat template texts are rendered through (the "message" modality)
 
     @property
     def hf_model(self) -> torch.nn.Module:
@@ -71,12 +72,23 @@ def why_not_transformer(
     return None
 
 
+def template_of(transformer) -> str | None:
+    """The chat template ST renders this module's text through, or None for plain text."""
+    return getattr(transformer.tokenizer, "chat_template", None) if "message" in transformer.modality_config else None
+
+
+def why_not_template(transformer) -> str | None:
+    if template_of(transformer) is not None and _compat.template_declares_task(transformer):
+        return "the chat template branches on the task"
+    return None
+
+
 def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
     """EmbedPlan for [Transformer, Pooling, (Dense | Normalize)*], or the reason as a string."""
     if len(modules) < 2:
         return f"the pipeline {[type(m).__name__ for m in modules]} has no Pooling module"
     first, pooling, *post = modules
-    reason = why_not_transformer(first)
+    reason = why_not_transformer(first, message=True) or why_not_template(first)
     if reason:
         return reason
     if type(pooling) is not _compat.Pooling:
@@ -96,6 +108,7 @@ def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
         pooling_modes=modes,
         include_prompt=pooling.include_prompt,
         post=list(post),
+        template=template_of(first),
     )
 
 
@@ -128,18 +141,19 @@ def build_score_plan(modules: list[torch.nn.Module]) -> ScorePlan | str:
     first, *post = modules
     causal = getattr(first, "transformer_task", None) == "text-generation"
     if causal:
-        reason = why_not_transformer(first, "text-generation", "logits", message=True)
+        reason = why_not_transformer(first, "text-generation", "logits", message=True) or why_not_template(first)
         if not reason and not (len(post) == 1 and type(post[0]) is _compat.LogitScore):
             reason = f"the modules after the causal LM are {[type(m).__name__ for m in post]}, not one LogitScore"
         if not reason and not hasattr(first.model, "lm_head"):
             reason = f"{type(first.model).__name__} has no lm_head"
     else:
-        reason = why_not_transformer(first, "sequence-classification", "logits", message=True)
+        reason = why_not_transformer(first, "sequence-classification", "logits", message=True) or why_not_template(
+            first
+        )
         if not reason and post:
             reason = f"modules after the classifier: {[type(m).__name__ for m in post]}"
         if not reason and first.model.config.model_type not in SEQUENCE_CLASSIFICATION:
             reason = f"no packed sequence-classification head for {first.model.config.model_type!r}"
     if reason:
         return reason
-    template = getattr(first.tokenizer, "chat_template", None) if "message" in first.modality_config else None
-    return ScorePlan(first, spec_for(first.model.config), causal, list(post), template)
+    return ScorePlan(first, spec_for(first.model.config), causal, list(post), template_of(first))

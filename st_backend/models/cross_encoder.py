@@ -12,7 +12,7 @@ import torch
 from ..engine.config import EngineConfig
 from ..engine.plan import build_score_plan
 from ..engine.score import ScoreEngine, ScoreRequest
-from ..templates import load_chat_template
+from ..templates import with_chat_template
 from ._fallback import warn_fallback
 
 
@@ -44,12 +44,7 @@ class CrossEncoder(sentence_transformers.CrossEncoder):
         engine: EngineConfig | None = None,
         **kwargs: Any,
     ) -> None:
-        if chat_template is not None:
-            kwargs["processor_kwargs"] = {
-                **(kwargs.get("processor_kwargs") or {}),
-                "chat_template": load_chat_template(chat_template),
-            }
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **with_chat_template(kwargs, chat_template))
         self.engine_config = engine if engine is not None else EngineConfig()
         if self.engine_config.dtype is not None:
             self.to(self.engine_config.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import sentence_transformers
@@ -11,6 +12,7 @@ from .. import _compat
 from ..engine.config import EngineConfig
 from ..engine.embed import EmbedEngine, EmbedRequest
 from ..engine.plan import build_embed_plan
+from ..templates import with_chat_template
 from ._fallback import warn_fallback
 
 
@@ -30,8 +32,16 @@ def check_text_inputs(inputs: list) -> str | None:
 class SentenceTransformer(sentence_transformers.SentenceTransformer):
     """Drop-in ``sentence_transformers.SentenceTransformer``; engine settings come in as ``engine=EngineConfig(...)``."""
 
-    def __init__(self, *args: Any, engine: EngineConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        *args: Any,
+        engine: EngineConfig | None = None,
+        chat_template: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # chat_template: an instruction/query template (string or .jinja path): each text is rendered as a
+        # "user" message, a prompt as a "system" one, as ST does for models with a chat template.
+        super().__init__(*args, **with_chat_template(kwargs, chat_template))
         self.engine_config = engine if engine is not None else EngineConfig()
         if self.engine_config.dtype is not None:
             self.to(self.engine_config.dtype)
