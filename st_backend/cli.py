@@ -119,6 +119,8 @@ def cmd_encode(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .bench import SIZES
+
     parser = argparse.ArgumentParser(prog="st-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -137,6 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attention", default="auto")
     p.add_argument("--min-cosine", type=float, default=0.99999)
     p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("bench", help="plain ST vs st_backend throughput, outputs checked in the same run")
+    p.add_argument("--model", default="default", help="a path, 'default', or a random model size: " + ", ".join(SIZES))
+    p.add_argument("--task", choices=["embed", "rerank"], default="embed")
+    p.add_argument("--texts", help="a file of texts, one per line (default: a synthetic MS MARCO-like corpus)")
+    p.add_argument("--num-texts", type=int, default=20000)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--st-batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32, 256])
+    p.add_argument("--batch-size", type=int, default=4096, help="st_backend's cap on sequences per batch")
+    p.add_argument("--max-batch-tokens", type=int, default=65536)
+    p.add_argument("--max-batch-sequences", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", help="write the report here")
+    p.set_defaults(fn=lambda a: __import__("st_backend.bench", fromlist=["cmd_bench"]).cmd_bench(a))
 
     p = sub.add_parser("encode", help="embed a file of texts (one per line) into a .npy file")
     p.add_argument("input")
