@@ -12,15 +12,11 @@ from .pooling import POOLERS
 
 
 @dataclass
-class EmbedPlan:
-    """Transformer -> segment pooling -> post modules (Dense / Normalize on sentence_embedding)."""
+class TransformerPlan:
+    """The ST Transformer module a plan runs, and its architecture's quirks."""
 
     transformer: _compat.Transformer
     arch: ArchSpec
-    pooling_modes: tuple[str, ...]
-    include_prompt: bool
-    post: list[torch.nn.Module]
-    template: str | None = None  # chat template texts are rendered through (the "message" modality)
 
     @property
     def hf_model(self) -> torch.nn.Module:
@@ -29,6 +25,16 @@ class EmbedPlan:
     @property
     def tokenizer(self):
         return self.transformer.tokenizer
+
+
+@dataclass
+class EmbedPlan(TransformerPlan):
+    """Transformer -> segment pooling -> post modules (Dense / Normalize on sentence_embedding)."""
+
+    pooling_modes: tuple[str, ...]
+    include_prompt: bool
+    post: list[torch.nn.Module]
+    template: str | None = None  # chat template texts are rendered through (the "message" modality)
 
 
 def why_not_transformer(
@@ -113,25 +119,15 @@ def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
 
 
 @dataclass
-class ScorePlan:
+class ScorePlan(TransformerPlan):
     """Transformer (sequence classification, or causal LM read at the last token) -> post modules -> scores.
 
     template: the chat template pairs are rendered through ("message" modality), or None for plain pairs.
     """
 
-    transformer: _compat.Transformer
-    arch: ArchSpec
     causal: bool
     post: list[torch.nn.Module]
     template: str | None
-
-    @property
-    def hf_model(self) -> torch.nn.Module:
-        return self.transformer.model
-
-    @property
-    def tokenizer(self):
-        return self.transformer.tokenizer
 
 
 def build_score_plan(modules: list[torch.nn.Module]) -> ScorePlan | str:
