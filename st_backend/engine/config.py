@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,8 @@ class EngineConfig:
     dtype: cast the model to this dtype at load (None keeps what ST loaded).
     xformers_torch_ops: allow xformers operators that run on PyTorch's own kernels when its compiled
         CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
+    tokenizer_threads: worker threads that tokenize ahead of the GPU (None: up to 8, one per core).
+    chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once).
     """
 
     max_batch_tokens: int = 16384
@@ -26,12 +29,18 @@ class EngineConfig:
     attention: str = "auto"
     dtype: torch.dtype | str | None = None
     xformers_torch_ops: bool = False
+    tokenizer_threads: int | None = None
+    chunk_size: int = 2048
 
     def __post_init__(self) -> None:
         if self.max_batch_tokens < 1:
             raise ValueError(f"EngineConfig.max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         if self.max_batch_sequences is not None and self.max_batch_sequences < 1:
             raise ValueError(f"EngineConfig.max_batch_sequences must be >= 1, got {self.max_batch_sequences}")
+        if self.tokenizer_threads is not None and self.tokenizer_threads < 1:
+            raise ValueError(f"EngineConfig.tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
+        if self.chunk_size < 1:
+            raise ValueError(f"EngineConfig.chunk_size must be >= 1, got {self.chunk_size}")
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
         if isinstance(self.dtype, str):
@@ -39,3 +48,10 @@ class EngineConfig:
             if not isinstance(resolved, torch.dtype):
                 raise ValueError(f"EngineConfig.dtype {self.dtype!r} is not a torch dtype name")
             object.__setattr__(self, "dtype", resolved)
+
+    def feeding(self, device: torch.device) -> dict:
+        """How packed_batches feeds ``device``: threads, chunks and pinned memory on CUDA only."""
+        if device.type != "cuda":
+            return {"chunk_size": None, "threads": 1, "pin": False}
+        threads = self.tokenizer_threads or max(1, min(8, os.cpu_count() or 1))
+        return {"chunk_size": self.chunk_size, "threads": threads, "pin": True}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.autonotebook import tqdm
@@ -12,12 +11,12 @@ from tqdm.autonotebook import tqdm
 from .. import _compat
 from ..templates import ChatTemplate
 from .config import EngineConfig
-from .packing import pack
+from .packing import PackedBatch
+from .pipeline import packed_batches
 from .plan import EmbedPlan
 from .pooling import Segments, pool
 from .runner import PackedRunner, RunnerCache
-from .scheduler import plan_batches
-from .tokenize import TextTokenizer
+from .tokenize import TextTokenizer, Tokenized
 
 
 @dataclass
@@ -36,7 +35,7 @@ class EmbedRequest:
 
 
 class EmbedEngine:
-    """Runs one EmbedPlan; holds the tokenizer copy and one PackedRunner per (device, dtype)."""
+    """Runs one EmbedPlan; holds the tokenizer copies and one PackedRunner per (device, dtype)."""
 
     def __init__(self, plan: EmbedPlan, config: EngineConfig) -> None:
         self.plan = plan
@@ -48,50 +47,54 @@ class EmbedEngine:
     def runner(self, device: torch.device) -> PackedRunner:
         return self.runners.get(device)
 
-    def embed(self, req: EmbedRequest, device: torch.device) -> torch.Tensor | list[torch.Tensor]:
-        """sentence_embedding: (N, D) tensor in input order; token_embeddings: list of (len_i, hidden)."""
-        plan = self.plan
-        max_length = _compat.text_max_length(plan.transformer, req.task)
-        prompt_length = None
+    def tokenize(self, texts: list[str], prompt: str | None, task: str | None) -> Tokenized:
+        max_length = _compat.text_max_length(self.plan.transformer, task)
         if self.template is not None:
             # As ST: each text is a "user" message, the prompt a "system" one (not excluded from pooling).
-            tokens, _ = self.template.encode([(t,) for t in req.texts], req.prompt, max_length)
-        else:
-            texts = [req.prompt + t for t in req.texts] if req.prompt else req.texts
-            tokens = self.tokenizer(texts, max_length)
-        if self.template is None and req.prompt and not plan.include_prompt:
-            kwargs = {"task": req.task} if req.task is not None else {}
-            prompt_length = _compat.prompt_length(plan.transformer, req.prompt, **kwargs)
+            return self.template.encode([(t,) for t in texts], prompt, max_length)[0]
+        return self.tokenizer([prompt + t for t in texts] if prompt else texts, max_length)
 
+    def embed(self, req: EmbedRequest, device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+        """sentence_embedding: (N, D) tensor in input order; token_embeddings: list of (len_i, hidden)."""
+        prompt_length = None
+        if self.template is None and req.prompt and not self.plan.include_prompt:
+            kwargs = {"task": req.task} if req.task is not None else {}
+            prompt_length = _compat.prompt_length(self.plan.transformer, req.prompt, **kwargs)
         runner = self.runner(device)
-        max_sequences = self.config.max_batch_sequences or req.max_sequences
-        batches = plan_batches(tokens.lengths, self.config.max_batch_tokens, max_sequences)
+        batches = packed_batches(
+            len(req.texts),
+            lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
+            max_tokens=self.config.max_batch_tokens,
+            max_sequences=self.config.max_batch_sequences or req.max_sequences,
+            **self.config.feeding(device),
+        )
         sentence: torch.Tensor | None = None
         token_rows: list[torch.Tensor | None] = [None] * len(req.texts)
-        for indices in tqdm(batches, desc="Batches", disable=not req.show_progress_bar):
-            batch = pack(tokens.ids, tokens.type_ids, indices).to(device)
-            hidden = runner.forward(batch)
-            if req.output_value == "token_embeddings":
-                for i, row in zip(indices, torch.split(hidden, batch.lengths.tolist())):
-                    token_rows[i] = row
-                continue
-            emb = self._sentence_embedding(hidden, batch.cu_seqlens, prompt_length)
-            if req.truncate_dim is not None:
-                emb = _compat.truncate_embeddings(emb, req.truncate_dim)
-            if req.normalize:
-                emb = F.normalize(emb, p=2, dim=1)
-            if req.save_to_cpu:
-                emb = emb.cpu()
-            if sentence is None:
-                sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
-            sentence[torch.from_numpy(np.asarray(indices)).to(sentence.device)] = emb
+        with tqdm(total=len(req.texts), desc="Inputs", disable=not req.show_progress_bar) as progress:
+            for batch in batches:
+                batch = batch.to(device, non_blocking=True)
+                hidden = runner.forward(batch)
+                progress.update(len(batch.indices))
+                if req.output_value == "token_embeddings":
+                    for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
+                        token_rows[i] = row
+                    continue
+                emb = self._sentence_embedding(hidden, batch, prompt_length, req)
+                if sentence is None:
+                    sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
+                sentence[batch.index] = emb
         if req.output_value == "token_embeddings":
             return token_rows
-        return sentence
+        # One copy at the end instead of one per batch: the loop never waits for the device.
+        return sentence.cpu() if req.save_to_cpu else sentence
 
-    def _sentence_embedding(self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, prompt_length: int | None):
-        pooled = pool(hidden, Segments.build(cu_seqlens, prompt_length), self.plan.pooling_modes)
-        features = {"sentence_embedding": pooled}
+    def _sentence_embedding(self, hidden: torch.Tensor, batch: PackedBatch, prompt_length, req: EmbedRequest):
+        features = {"sentence_embedding": pool(hidden, Segments.of(batch, prompt_length), self.plan.pooling_modes)}
         for module in self.plan.post:
             features = module(features)
-        return features["sentence_embedding"]
+        emb = features["sentence_embedding"]
+        if req.truncate_dim is not None:
+            emb = _compat.truncate_embeddings(emb, req.truncate_dim)
+        if req.normalize:
+            emb = F.normalize(emb, p=2, dim=1)
+        return emb

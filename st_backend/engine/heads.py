@@ -29,9 +29,9 @@ def last_non_pad_tokens(batch: PackedBatch, pad_token_id: int | None) -> torch.T
         return last_tokens(batch)
     positions = torch.arange(batch.num_tokens, device=batch.input_ids.device)
     keep = torch.where(batch.input_ids != pad_token_id, positions, -1)
-    seg = Segments.build(batch.cu_seqlens, None).seq_ids
     n = batch.cu_seqlens.shape[0] - 1
-    last = torch.full((n,), -1, dtype=positions.dtype, device=positions.device).scatter_reduce_(0, seg, keep, "amax")
+    last = torch.full((n,), -1, dtype=positions.dtype, device=positions.device)
+    last = last.scatter_reduce_(0, batch.seq_ids, keep, "amax")
     return torch.where(last >= 0, last, first_tokens(batch))
 
 
@@ -48,7 +48,7 @@ def _modernbert(model, hidden, batch):
     if model.config.classifier_pooling == "cls":
         pooled = hidden[first_tokens(batch)]
     else:  # "mean" over every token of the sequence
-        pooled = pool(hidden, Segments.build(batch.cu_seqlens, None), ("mean",))
+        pooled = pool(hidden, Segments.of(batch), ("mean",))
     return model.classifier(model.drop(model.head(pooled)))
 
 

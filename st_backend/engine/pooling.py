@@ -27,14 +27,12 @@ class Segments:
     counts: torch.Tensor  # (n,) number of valid tokens
 
     @classmethod
-    def build(cls, cu_seqlens: torch.Tensor, prompt_length: int | None) -> Segments:
-        cu = cu_seqlens.long()
-        lengths = cu[1:] - cu[:-1]
-        seq_ids = torch.repeat_interleave(torch.arange(lengths.shape[0], device=cu.device), lengths)
-        positions = torch.arange(int(cu[-1]), device=cu.device) - cu[:-1][seq_ids]
-        valid = positions >= (prompt_length or 0)
-        counts = (lengths - (prompt_length or 0)).clamp(min=0)
-        return cls(cu, seq_ids, positions, valid, counts)
+    def of(cls, batch, prompt_length: int | None = None) -> Segments:
+        """Segments of a PackedBatch (no device sync: everything is derived on the batch's device)."""
+        cu = batch.cu_seqlens.long()
+        skip = prompt_length or 0
+        counts = (cu[1:] - cu[:-1] - skip).clamp(min=0)
+        return cls(cu, batch.seq_ids, batch.position_ids, batch.position_ids >= skip, counts)
 
     @property
     def n(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.autonotebook import tqdm
 
@@ -13,10 +12,9 @@ from .. import _compat
 from ..templates import ChatTemplate
 from .config import EngineConfig
 from .heads import SEQUENCE_CLASSIFICATION, causal_lm_last_logits
-from .packing import pack
+from .pipeline import packed_batches
 from .plan import ScorePlan
 from .runner import PackedRunner, RunnerCache
-from .scheduler import plan_batches
 from .tokenize import TextTokenizer, Tokenized
 
 
@@ -37,7 +35,12 @@ class ScoreEngine:
         self.tokenizer = TextTokenizer(plan.tokenizer)
         self.template = ChatTemplate(plan.tokenizer, plan.template, self.tokenizer) if plan.template else None
         self.runners = RunnerCache(plan.hf_model.base_model, plan.arch, config)
-        self.truncated = 0  # pairs cut to fit by template-aware truncation (for callers and tests)
+        self._cuts: list[int] = []  # list.append is atomic: tokenizer threads report here
+
+    @property
+    def truncated(self) -> int:
+        """Pairs cut to fit by template-aware truncation so far."""
+        return sum(self._cuts)
 
     def runner(self, device: torch.device) -> PackedRunner:
         return self.runners.get(device)
@@ -46,33 +49,36 @@ class ScoreEngine:
         max_length = _compat.text_max_length(self.plan.transformer, None)
         if self.template is not None:
             tokens, cut = self.template.encode([tuple(p) for p in pairs], prompt, max_length)
-            self.truncated += cut
+            self._cuts.append(cut)
             return tokens
         # As ST: a prompt goes in front of the first text; the pair is truncated longest-first.
         texts = [(prompt + q, d) for q, d in pairs] if prompt else [tuple(p) for p in pairs]
         return self.tokenizer(texts, max_length)
 
     def score(self, req: ScoreRequest, device: torch.device) -> torch.Tensor:
-        tokens = self.tokenize(req.pairs, req.prompt)
         runner = self.runner(device)
         model = self.plan.hf_model
-        max_sequences = self.config.max_batch_sequences or req.max_sequences
+        batches = packed_batches(
+            len(req.pairs),
+            lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
+            max_tokens=self.config.max_batch_tokens,
+            max_sequences=self.config.max_batch_sequences or req.max_sequences,
+            **self.config.feeding(device),
+        )
         out: torch.Tensor | None = None
-        for indices in tqdm(
-            plan_batches(tokens.lengths, self.config.max_batch_tokens, max_sequences),
-            desc="Batches",
-            disable=not req.show_progress_bar,
-        ):
-            batch = pack(tokens.ids, tokens.type_ids, indices).to(device)
-            hidden = runner.forward(batch)
-            if self.plan.causal:
-                features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}
-                for module in self.plan.post:
-                    features = module(features)
-                scores = features["scores"]
-            else:
-                scores = SEQUENCE_CLASSIFICATION[model.config.model_type](model, hidden, batch)
-            if out is None:
-                out = scores.new_empty((len(req.pairs), *scores.shape[1:]))
-            out[torch.from_numpy(np.asarray(indices)).to(out.device)] = scores
+        with tqdm(total=len(req.pairs), desc="Pairs", disable=not req.show_progress_bar) as progress:
+            for batch in batches:
+                batch = batch.to(device, non_blocking=True)
+                hidden = runner.forward(batch)
+                progress.update(len(batch.indices))
+                if self.plan.causal:
+                    features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}
+                    for module in self.plan.post:
+                        features = module(features)
+                    scores = features["scores"]
+                else:
+                    scores = SEQUENCE_CLASSIFICATION[model.config.model_type](model, hidden, batch)
+                if out is None:
+                    out = scores.new_empty((len(req.pairs), *scores.shape[1:]))
+                out[batch.index] = scores
         return out

@@ -15,7 +15,14 @@ def test_pack_lays_sequences_end_to_end_with_restarting_positions():
     assert batch.cu_seqlens.dtype == torch.int32
     assert batch.max_len == 3
     assert batch.lengths.tolist() == [2, 3, 1]
-    assert batch.indices.tolist() == [2, 0, 1]
+    assert batch.indices.tolist() == [2, 0, 1] == batch.index.tolist()
+    assert batch.seq_ids.tolist() == [0, 0, 1, 1, 1, 2]
+    assert batch.host_lengths.tolist() == [2, 3, 1]
+
+
+def test_pack_offset_reports_indices_in_the_callers_list():
+    batch = pack([np.array([1]), np.array([2, 3])], None, np.array([1, 0]), offset=100)
+    assert batch.indices.tolist() == [101, 100] == batch.index.tolist()
 
 
 def test_pack_without_token_types():

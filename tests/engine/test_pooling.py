@@ -1,10 +1,17 @@
 """Segment pooling on packed states against ST's own Pooling on the padded equivalent."""
 
+import numpy as np
 import pytest
 import torch
 from sentence_transformers.models import Pooling
 
+from st_backend.engine.packing import pack
 from st_backend.engine.pooling import POOLERS, Segments, pool
+
+
+def packed(lengths):
+    return pack([np.zeros(n, dtype=np.int64) for n in lengths], None, np.arange(len(lengths)))
+
 
 MODES = list(POOLERS) + [("cls", "mean", "max")]
 
@@ -33,9 +40,8 @@ def test_pooling_matches_st_padded(mode, prompt_length, left):
         # packed layout has one, so compare only sequences longer than the prompt there.
         lengths = [6, 7, 9, 12, 8, 6]
     x = torch.randn(sum(lengths), 8, generator=gen)
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     modes = (mode,) if isinstance(mode, str) else mode
-    got = pool(x, Segments.build(cu, prompt_length), modes)
+    got = pool(x, Segments.of(packed(lengths), prompt_length), modes)
 
     st_pool = Pooling(8, pooling_mode=mode, include_prompt=prompt_length is None)
     tokens, mask = padded(x, lengths, left)
@@ -49,7 +55,6 @@ def test_pooling_matches_st_padded(mode, prompt_length, left):
 
 def test_half_precision_accumulates_in_fp32():
     x = torch.full((4096, 4), 1.0009765625, dtype=torch.float16)  # sum overflows nothing in fp32
-    cu = torch.tensor([0, 4096])
-    out = pool(x, Segments.build(cu, None), ("mean",))
+    out = pool(x, Segments.of(packed([4096])), ("mean",))
     assert out.dtype == torch.float16
     assert torch.allclose(out.float(), torch.full((1, 4), 1.0009765625), atol=1e-3)

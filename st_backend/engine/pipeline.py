@@ -1,0 +1,99 @@
+"""Token batches for the device, in the order they are ready.
+
+On CUDA, worker threads tokenize chunks of the input ahead of the GPU (the Rust tokenizer releases the GIL)
+and a producer thread packs and pins each chunk's batches while the caller computes the previous ones; the
+caller copies them with non_blocking=True. On CPU one chunk holds everything, so batches follow one global
+length sort (the reference attention backend pads inside attention, where sorting saves work).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from .packing import PackedBatch, pack
+from .scheduler import plan_batches
+from .tokenize import Tokenized
+
+_DONE = object()
+
+
+def _chunk_batches(tokens: Tokenized, start: int, max_tokens: int, max_sequences: int) -> Iterator[PackedBatch]:
+    for indices in plan_batches(tokens.lengths, max_tokens, max_sequences):
+        yield pack(tokens.ids, tokens.type_ids, indices, offset=start)
+
+
+def packed_batches(
+    n: int,
+    tokenize: Callable[[int, int], Tokenized],
+    *,
+    max_tokens: int,
+    max_sequences: int,
+    chunk_size: int | None = None,
+    threads: int = 1,
+    pin: bool = False,
+    prefetch: int = 4,
+) -> Iterator[PackedBatch]:
+    """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
+
+    chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks are tokenized by
+    ``threads`` workers and packed (and pinned if ``pin``) by a producer thread, ``prefetch`` batches ahead.
+    """
+    if n == 0:
+        return
+    if chunk_size is None or chunk_size >= n:
+        for batch in _chunk_batches(tokenize(0, n), 0, max_tokens, max_sequences):
+            yield batch.pin_memory() if pin else batch
+        return
+
+    out: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            starts = iter(range(0, n, chunk_size))
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="st_backend-tokenize") as pool:
+                pending = deque()
+                for _ in range(2 * threads):
+                    start = next(starts, None)
+                    if start is not None:
+                        pending.append((start, pool.submit(tokenize, start, min(start + chunk_size, n))))
+                while pending and not stop.is_set():
+                    start, future = pending.popleft()
+                    following = next(starts, None)
+                    if following is not None:
+                        pending.append((following, pool.submit(tokenize, following, min(following + chunk_size, n))))
+                    for batch in _chunk_batches(future.result(), start, max_tokens, max_sequences):
+                        if not put(batch.pin_memory() if pin else batch):
+                            return
+                for _, future in pending:
+                    future.cancel()
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    producer = threading.Thread(target=produce, name="st_backend-pack", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
