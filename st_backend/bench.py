@@ -153,7 +153,12 @@ def run_bench(args) -> dict:
             texts = [line.rstrip("\n") for line in f][: args.num_texts]
     else:
         texts = synthetic_corpus(args.num_texts)
-    engine = EngineConfig(max_batch_tokens=args.max_batch_tokens, max_batch_sequences=args.max_batch_sequences)
+    engine = EngineConfig(
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_sequences=args.max_batch_sequences,
+        compile=args.compile,
+        tokenizer_threads=args.tokenizer_threads,
+    )
 
     if args.task == "rerank":
         queries = synthetic_corpus(len(texts), median_words=6, sigma=0.3, seed=1)

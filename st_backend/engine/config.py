@@ -14,7 +14,8 @@ ATTENTION_CHOICES = ("auto", "reference", "varlen", "xformers")
 class EngineConfig:
     """How the packed engine batches and runs a model.
 
-    max_batch_tokens: token budget of one packed batch (sum of real tokens, no padding).
+    max_batch_tokens: token budget of one packed batch (sum of real tokens, no padding); None: 16,384 on
+        CPU, 65,536 on CUDA (activations of one layer for 65k tokens stay near 1 GB even at 0.6B size).
     max_batch_sequences: cap on sequences per batch; None means ``encode(batch_size=...)`` is the cap.
     attention: "auto" (probe and pick the fastest backend that works here), or one backend by name.
     dtype: cast the model to this dtype at load (None keeps what ST loaded).
@@ -22,18 +23,20 @@ class EngineConfig:
         CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
     tokenizer_threads: worker threads that tokenize ahead of the GPU (None: up to 8, one per core).
     chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once).
+    compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile).
     """
 
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None
     max_batch_sequences: int | None = None
     attention: str = "auto"
     dtype: torch.dtype | str | None = None
     xformers_torch_ops: bool = False
     tokenizer_threads: int | None = None
     chunk_size: int = 2048
+    compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_batch_tokens < 1:
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
             raise ValueError(f"EngineConfig.max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         if self.max_batch_sequences is not None and self.max_batch_sequences < 1:
             raise ValueError(f"EngineConfig.max_batch_sequences must be >= 1, got {self.max_batch_sequences}")
@@ -48,6 +51,11 @@ class EngineConfig:
             if not isinstance(resolved, torch.dtype):
                 raise ValueError(f"EngineConfig.dtype {self.dtype!r} is not a torch dtype name")
             object.__setattr__(self, "dtype", resolved)
+
+    def token_budget(self, device: torch.device) -> int:
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        return 65536 if device.type == "cuda" else 16384
 
     def feeding(self, device: torch.device) -> dict:
         """How packed_batches feeds ``device``: threads, chunks and pinned memory on CUDA only."""

@@ -64,7 +64,7 @@ class EmbedEngine:
         batches = packed_batches(
             len(req.texts),
             lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
-            max_tokens=self.config.max_batch_tokens,
+            max_tokens=self.config.token_budget(device),
             max_sequences=self.config.max_batch_sequences or req.max_sequences,
             **self.config.feeding(device),
         )

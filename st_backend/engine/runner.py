@@ -17,12 +17,16 @@ logger = logging.getLogger(__name__)
 class PackedRunner:
     """Calls ``model`` (a transformers base model) on a PackedBatch through a registered attention backend."""
 
-    def __init__(self, model: torch.nn.Module, arch: ArchSpec, backend: AttentionBackend) -> None:
+    def __init__(
+        self, model: torch.nn.Module, arch: ArchSpec, backend: AttentionBackend, compile: bool = False
+    ) -> None:
         self.model = model
         self.arch = arch
         self.backend = backend
         self.attn_name = register(backend)
         self.position_offset = arch.position_offset(model.config)
+        # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
+        self._call = torch.compile(model, dynamic=True) if compile else model
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """-> (total_tokens, hidden) last hidden states of the packed row."""
@@ -39,7 +43,7 @@ class PackedRunner:
         if self.arch.causal:
             kwargs["use_cache"] = False
         with _compat.attention_implementation(self.model, self.attn_name):
-            out = self.model(**kwargs, return_dict=True)
+            out = self._call(**kwargs, return_dict=True)
         return out.last_hidden_state[0]
 
 
@@ -73,5 +77,5 @@ class RunnerCache:
                 backend.name,
                 "; ".join(result.lines()),
             )
-            self._runners[key] = PackedRunner(self.model, self.arch, backend)
+            self._runners[key] = PackedRunner(self.model, self.arch, backend, compile=self.config.compile)
         return self._runners[key]

@@ -61,7 +61,7 @@ class ScoreEngine:
         batches = packed_batches(
             len(req.pairs),
             lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
-            max_tokens=self.config.max_batch_tokens,
+            max_tokens=self.config.token_budget(device),
             max_sequences=self.config.max_batch_sequences or req.max_sequences,
             **self.config.feeding(device),
         )
