@@ -158,6 +158,7 @@ def run_bench(args) -> dict:
         max_batch_sequences=args.max_batch_sequences,
         compile=args.compile,
         tokenizer_threads=args.tokenizer_threads,
+        profile=args.profile,
     )
 
     if args.task == "rerank":
@@ -176,6 +177,7 @@ def run_bench(args) -> dict:
 
         tokenized = fast.engine().tokenize(inputs, None)
         backend = fast.engine().runner(fast.device).backend.name
+        engine_obj = fast.engine()
     else:
         inputs = texts
         plain = sentence_transformers.SentenceTransformer(path, device=str(device)).to(dtype)
@@ -186,8 +188,9 @@ def run_bench(args) -> dict:
             return model.encode(inputs, batch_size=batch_size, convert_to_tensor=True)
 
         eng = fast.engine_for(None)
-        tokenized = eng.tokenizer(inputs, eng.plan.transformer.max_seq_length)
+        tokenized = eng.tokenize(inputs, None, None)
         backend = eng.runner(fast.device).backend.name
+        engine_obj = eng
 
     n_tokens = int(tokenized.lengths.sum())
     # Warm-up both, then alternate: plain ST at each batch size, st_backend.
@@ -233,6 +236,7 @@ def run_bench(args) -> dict:
         "st_backend": {"seconds": ours.median, "tokens_per_s": n_tokens / ours.median, "peak_mb": ours.peak_memory_mb},
         "speedup": sides[best_bs].median / ours.median,
         "fidelity": {fidelity_name: fidelity, "threshold": threshold, "ok": fidelity >= threshold},
+        "profile_of_last_st_backend_run": engine_obj.last_profile,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "fn"},
     }
     return report
@@ -258,6 +262,9 @@ def format_report(r: dict) -> str:
     name = next(k for k in f if k not in ("threshold", "ok"))
     lines.append(f"speedup vs best plain ST (bs={r['best_plain_batch_size']}): {r['speedup']:.2f}x")
     lines.append(f"fidelity: {name} {f[name]:.6f} (>= {f['threshold']}): {'OK' if f['ok'] else 'FAIL'}")
+    if r.get("profile_of_last_st_backend_run"):
+        lines.append("profile of the last st_backend run (seconds; thread-summed stages can exceed wall):")
+        lines += [f"  {k:45s} {v:8.3f}" for k, v in r["profile_of_last_st_backend_run"].items()]
     return "\n".join(lines)
 
 

@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-tokens", type=int, default=None, help="token budget (default: by device)")
     p.add_argument("--compile", action="store_true", help="st_backend runs its packed forward under torch.compile")
     p.add_argument("--tokenizer-threads", type=int, default=None)
+    p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
     p.add_argument("--max-batch-sequences", type=int, default=None)
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")
     p.add_argument("--repeats", type=int, default=3)

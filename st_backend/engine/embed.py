@@ -15,6 +15,7 @@ from .packing import PackedBatch
 from .pipeline import packed_batches
 from .plan import EmbedPlan
 from .pooling import Segments, pool
+from .profile import Profile, device_work, host
 from .runner import PackedRunner, RunnerCache
 from .tokenize import TextTokenizer, Tokenized
 
@@ -43,6 +44,7 @@ class EmbedEngine:
         self.tokenizer = TextTokenizer(plan.tokenizer)
         self.template = ChatTemplate(plan.tokenizer, plan.template, self.tokenizer) if plan.template else None
         self.runners = RunnerCache(plan.hf_model, plan.arch, config)
+        self.last_profile: dict[str, float] | None = None
 
     def runner(self, device: torch.device) -> PackedRunner:
         return self.runners.get(device)
@@ -61,32 +63,38 @@ class EmbedEngine:
             kwargs = {"task": req.task} if req.task is not None else {}
             prompt_length = _compat.prompt_length(self.plan.transformer, req.prompt, **kwargs)
         runner = self.runner(device)
+        prof = Profile(device) if self.config.profile else None
         batches = packed_batches(
             len(req.texts),
             lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
             max_tokens=self.config.token_budget(device),
             max_sequences=self.config.max_batch_sequences or req.max_sequences,
+            profile=prof,
             **self.config.feeding(device),
         )
         sentence: torch.Tensor | None = None
         token_rows: list[torch.Tensor | None] = [None] * len(req.texts)
         with tqdm(total=len(req.texts), desc="Inputs", disable=not req.show_progress_bar) as progress:
             for batch in batches:
-                batch = batch.to(device, non_blocking=True)
-                hidden = runner.forward(batch)
+                with host(prof, "copy + forward + pool launch (consumer)"), device_work(prof):
+                    batch = batch.to(device, non_blocking=True)
+                    hidden = runner.forward(batch)
+                    if req.output_value == "token_embeddings":
+                        for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
+                            token_rows[i] = row
+                    else:
+                        emb = self._sentence_embedding(hidden, batch, prompt_length, req)
+                        if sentence is None:
+                            sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
+                        sentence[batch.index] = emb
                 progress.update(len(batch.indices))
-                if req.output_value == "token_embeddings":
-                    for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
-                        token_rows[i] = row
-                    continue
-                emb = self._sentence_embedding(hidden, batch, prompt_length, req)
-                if sentence is None:
-                    sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
-                sentence[batch.index] = emb
-        if req.output_value == "token_embeddings":
-            return token_rows
-        # One copy at the end instead of one per batch: the loop never waits for the device.
-        return sentence.cpu() if req.save_to_cpu else sentence
+        with host(prof, "copy back"):
+            # One copy at the end instead of one per batch: the loop never waits for the device.
+            result = token_rows if req.output_value == "token_embeddings" else sentence
+            result = result.cpu() if req.save_to_cpu and isinstance(result, torch.Tensor) else result
+        if prof is not None:
+            self.last_profile = prof.summary()
+        return result
 
     def _sentence_embedding(self, hidden: torch.Tensor, batch: PackedBatch, prompt_length, req: EmbedRequest):
         features = {"sentence_embedding": pool(hidden, Segments.of(batch, prompt_length), self.plan.pooling_modes)}

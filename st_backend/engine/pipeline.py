@@ -15,15 +15,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from .packing import PackedBatch, pack
+from .profile import host
 from .scheduler import plan_batches
 from .tokenize import Tokenized
 
 _DONE = object()
 
 
-def _chunk_batches(tokens: Tokenized, start: int, max_tokens: int, max_sequences: int) -> Iterator[PackedBatch]:
+def _chunk_batches(
+    tokens: Tokenized, start: int, max_tokens: int, max_sequences: int, pin: bool, profile
+) -> Iterator[PackedBatch]:
     for indices in plan_batches(tokens.lengths, max_tokens, max_sequences):
-        yield pack(tokens.ids, tokens.type_ids, indices, offset=start)
+        with host(profile, "pack + pin (producer)"):
+            batch = pack(tokens.ids, tokens.type_ids, indices, offset=start)
+            batch = batch.pin_memory() if pin else batch
+        yield batch
 
 
 def packed_batches(
@@ -36,17 +42,25 @@ def packed_batches(
     threads: int = 1,
     pin: bool = False,
     prefetch: int = 4,
+    profile=None,
 ) -> Iterator[PackedBatch]:
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
     chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks are tokenized by
     ``threads`` workers and packed (and pinned if ``pin``) by a producer thread, ``prefetch`` batches ahead.
+    profile: an engine Profile that times tokenization, packing and the consumer's waits.
     """
     if n == 0:
         return
+    if profile is not None:
+        plain_tokenize = tokenize
+
+        def tokenize(start: int, stop: int) -> Tokenized:
+            with profile.host("tokenize (summed over threads)"):
+                return plain_tokenize(start, stop)
+
     if chunk_size is None or chunk_size >= n:
-        for batch in _chunk_batches(tokenize(0, n), 0, max_tokens, max_sequences):
-            yield batch.pin_memory() if pin else batch
+        yield from _chunk_batches(tokenize(0, n), 0, max_tokens, max_sequences, pin, profile)
         return
 
     out: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -75,8 +89,8 @@ def packed_batches(
                     following = next(starts, None)
                     if following is not None:
                         pending.append((following, pool.submit(tokenize, following, min(following + chunk_size, n))))
-                    for batch in _chunk_batches(future.result(), start, max_tokens, max_sequences):
-                        if not put(batch.pin_memory() if pin else batch):
+                    for batch in _chunk_batches(future.result(), start, max_tokens, max_sequences, pin, profile):
+                        if not put(batch):
                             return
                 for _, future in pending:
                     future.cancel()
@@ -88,7 +102,8 @@ def packed_batches(
     producer.start()
     try:
         while True:
-            item = out.get()
+            with host(profile, "waiting for a batch (consumer)"):
+                item = out.get()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):

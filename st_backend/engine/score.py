@@ -14,6 +14,7 @@ from .config import EngineConfig
 from .heads import SEQUENCE_CLASSIFICATION, causal_lm_last_logits
 from .pipeline import packed_batches
 from .plan import ScorePlan
+from .profile import Profile, device_work, host
 from .runner import PackedRunner, RunnerCache
 from .tokenize import TextTokenizer, Tokenized
 
@@ -35,6 +36,7 @@ class ScoreEngine:
         self.tokenizer = TextTokenizer(plan.tokenizer)
         self.template = ChatTemplate(plan.tokenizer, plan.template, self.tokenizer) if plan.template else None
         self.runners = RunnerCache(plan.hf_model.base_model, plan.arch, config)
+        self.last_profile: dict[str, float] | None = None
         self._cuts: list[int] = []  # list.append is atomic: tokenizer threads report here
 
     @property
@@ -58,27 +60,32 @@ class ScoreEngine:
     def score(self, req: ScoreRequest, device: torch.device) -> torch.Tensor:
         runner = self.runner(device)
         model = self.plan.hf_model
+        prof = Profile(device) if self.config.profile else None
         batches = packed_batches(
             len(req.pairs),
             lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
             max_tokens=self.config.token_budget(device),
             max_sequences=self.config.max_batch_sequences or req.max_sequences,
+            profile=prof,
             **self.config.feeding(device),
         )
         out: torch.Tensor | None = None
         with tqdm(total=len(req.pairs), desc="Pairs", disable=not req.show_progress_bar) as progress:
             for batch in batches:
-                batch = batch.to(device, non_blocking=True)
-                hidden = runner.forward(batch)
+                with host(prof, "copy + forward + head launch (consumer)"), device_work(prof):
+                    batch = batch.to(device, non_blocking=True)
+                    hidden = runner.forward(batch)
+                    if self.plan.causal:
+                        features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}
+                        for module in self.plan.post:
+                            features = module(features)
+                        scores = features["scores"]
+                    else:
+                        scores = SEQUENCE_CLASSIFICATION[model.config.model_type](model, hidden, batch)
+                    if out is None:
+                        out = scores.new_empty((len(req.pairs), *scores.shape[1:]))
+                    out[batch.index] = scores
                 progress.update(len(batch.indices))
-                if self.plan.causal:
-                    features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}
-                    for module in self.plan.post:
-                        features = module(features)
-                    scores = features["scores"]
-                else:
-                    scores = SEQUENCE_CLASSIFICATION[model.config.model_type](model, hidden, batch)
-                if out is None:
-                    out = scores.new_empty((len(req.pairs), *scores.shape[1:]))
-                out[batch.index] = scores
+        if prof is not None:
+            self.last_profile = prof.summary()
         return out
