@@ -147,9 +147,7 @@ def retrieval_task(
 ) -> LocalRetrievalTask:
     directory = Path(directory)
     data = subsample_retrieval(load_retrieval(directory), max_queries, max_docs)
-    return LocalRetrievalTask(
-        data, name=f"LocalRetrieval[{directory.name}]", ignore_identical_ids=ignore_identical_ids
-    )
+    return LocalRetrievalTask(data, name=f"LocalRetrieval[{directory.name}]", ignore_identical_ids=ignore_identical_ids)
 
 
 def classification_task(

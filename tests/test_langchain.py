@@ -14,10 +14,10 @@ import pytest
 pytest.importorskip("langchain_core")
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
-from st_backend.adapters.langchain import STBackendCrossEncoder, STBackendEmbeddings, huggingface_embeddings  # noqa: E402
 from tiny_models import build_st_dir  # noqa: E402
 
 import st_backend  # noqa: E402
+from st_backend.adapters.langchain import STBackendCrossEncoder, STBackendEmbeddings, huggingface_embeddings  # noqa: E402
 
 CORPUS = [
     "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",

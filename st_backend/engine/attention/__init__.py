@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 # Fastest first; "auto" takes the first that runs here and expresses every layer of the model.
 PRIORITY = ("varlen", "xformers", "reference")
 
-LayerKind = tuple[bool, "int | None"]  # (causal, sliding window each side or None)
+LayerKind = tuple[bool, int | None]  # (causal, sliding window each side or None)
 
 
 _FACTORIES = {
