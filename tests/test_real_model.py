@@ -46,3 +46,14 @@ def test_default_model_cli_compare_runs(capsys):
     assert main(["compare", "--model", "default"]) == 0
     out = capsys.readouterr().out
     assert "attention backend: reference" in out and "OK" in out
+
+
+def test_default_model_is_unpacked_once_and_never_rewritten(default_model_path):
+    from pathlib import Path
+
+    from st_backend.default_model import default_model_path as resolve
+
+    weights = Path(default_model_path) / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert resolve() == default_model_path
+    assert weights.stat().st_mtime_ns == before
