@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import sentence_transformers
@@ -12,6 +13,7 @@ from .. import _compat
 from ..engine.config import EngineConfig
 from ..engine.embed import EmbedEngine, EmbedRequest
 from ..engine.plan import build_embed_plan
+from ..matryoshka import Matryoshka
 from ..templates import with_chat_template
 from ._fallback import warn_fallback
 
@@ -37,15 +39,39 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
         *args: Any,
         engine: EngineConfig | None = None,
         chat_template: str | os.PathLike | None = None,
+        matryoshka_dimensions: Sequence[int] | None = None,
+        matryoshka_strict: bool | None = None,
         **kwargs: Any,
     ) -> None:
         # chat_template: an instruction/query template (string or .jinja path): each text is rendered as a
         # "user" message, a prompt as a "system" one, as ST does for models with a chat template.
+        # matryoshka_dimensions / matryoshka_strict: see st_backend.matryoshka (declared sizes, refusal).
+        self._st_config: dict = {}
         super().__init__(*args, **with_chat_template(kwargs, chat_template))
+        hf_config = getattr(getattr(self[0], "model", None), "config", None) if len(self) else None
+        self.matryoshka = Matryoshka.resolve(matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config)
+        self.matryoshka.check(self.truncate_dim, self._full_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
         if self.engine_config.dtype is not None:
             self.to(self.engine_config.dtype)
         self._st_engines: dict[str | None, EmbedEngine | str] = {}
+
+    def _parse_model_config(self, model_config: dict[str, Any]) -> None:
+        self._st_config = dict(model_config)  # keeps matryoshka_dimensions / is_matryoshka, which ST ignores
+        super()._parse_model_config(model_config)
+
+    def _get_model_config(self) -> dict[str, Any]:
+        config = super()._get_model_config()
+        if getattr(self, "matryoshka", None) is not None and self.matryoshka.dimensions:
+            config["matryoshka_dimensions"] = list(self.matryoshka.dimensions)
+        return config
+
+    def _full_dimension(self) -> int | None:
+        truncate_dim, self.truncate_dim = self.truncate_dim, None
+        try:
+            return self.get_embedding_dimension()
+        finally:
+            self.truncate_dim = truncate_dim
 
     def __getstate__(self) -> dict:
         # Multi-process pools pickle the model: engines (tokenizer copies, runners) are rebuilt per process.
@@ -95,6 +121,8 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
         device: str | torch.device | None = None,
         **kwargs: Any,
     ):
+        if output_value == "sentence_embedding":
+            self.matryoshka.check(truncate_dim, self._full_dimension(), self)
         task = kwargs.get("task")
         engine = self.engine_for(task)
         reason = engine if isinstance(engine, str) else self._why_not_call(engine, inputs, output_value, kwargs)
