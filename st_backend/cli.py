@@ -119,7 +119,7 @@ def cmd_encode(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import SIZES
+    from .bench import SIZES, cmd_bench
 
     parser = argparse.ArgumentParser(prog="st-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", help="write the report here")
-    p.set_defaults(fn=lambda a: __import__("st_backend.bench", fromlist=["cmd_bench"]).cmd_bench(a))
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("encode", help="embed a file of texts (one per line) into a .npy file")
     p.add_argument("input")

@@ -55,7 +55,6 @@ class RunnerCache:
         self.arch = arch
         self.config = config
         self._runners: dict[tuple[str, torch.dtype], PackedRunner] = {}
-        self.last_probe = None
 
     def get(self, device: torch.device) -> PackedRunner:
         dtype = next(self.model.parameters()).dtype
@@ -68,7 +67,6 @@ class RunnerCache:
                 self.arch.layer_kinds(self.model.config),
                 self.config.xformers_torch_ops,
             )
-            self.last_probe = result
             logger.info(
                 "st_backend: %s on %s/%s uses attention backend %r (%s)",
                 self.model.config.model_type,
