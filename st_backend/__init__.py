@@ -2,7 +2,8 @@
 
 from .engine.config import EngineConfig
 from .info import info
-from .models import CrossEncoder, SentenceTransformer
+from .late_interaction import PackedEmbeddings
+from .models import CrossEncoder, MultiVectorEncoder, SentenceTransformer
 
-__all__ = ["CrossEncoder", "EngineConfig", "SentenceTransformer", "info"]
+__all__ = ["CrossEncoder", "EngineConfig", "MultiVectorEncoder", "PackedEmbeddings", "SentenceTransformer", "info"]
 __version__ = "0.1.0"

@@ -14,12 +14,15 @@ from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.base.modules.router import Router
 from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.cross_encoder.modules.logit_score import LogitScore
+from sentence_transformers.multi_vector_encoder.modules import BaseTokenPooling, MultiVectorMask
 from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 from sentence_transformers.util import truncate_embeddings
 
 __all__ = [
+    "BaseTokenPooling",
     "Dense",
     "LogitScore",
+    "MultiVectorMask",
     "Normalize",
     "Pooling",
     "Router",
@@ -86,3 +89,13 @@ def placement_is_delegated(model) -> bool:
 def template_declares_task(transformer: Transformer) -> bool:
     """Whether ST passes ``task=`` into this module's chat template (task-aware templates)."""
     return bool(transformer._chat_template_declares_task())
+
+
+def _empty_document_score() -> float:
+    from sentence_transformers.util import similarity
+
+    return float(similarity._EMPTY_DOCUMENT_SCORE)
+
+
+#: The score ST's maxsim gives a document with no scoreable token.
+EMPTY_DOCUMENT_SCORE = _empty_document_score()

@@ -88,6 +88,18 @@ def build_random_model(size: str, task: str, max_len: int = 512) -> str:
         mode = "lasttoken" if model_type == "qwen3" else "mean"
         modules = [backbone, Pooling(backbone.get_embedding_dimension(), mode), Normalize()]
         sentence_transformers.SentenceTransformer(modules=modules, device="cpu").save(path)
+    if task in ("colbert", "maxsim"):
+        import sentence_transformers
+        from sentence_transformers.base.modules import Dense, Normalize, Transformer
+        from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+        backbone = Transformer(path)
+        width = backbone.get_embedding_dimension()
+        projection = Dense(
+            width, 128, bias=False, activation_function=torch.nn.Identity(), module_input_name="token_embeddings"
+        )
+        modules = [backbone, projection, MultiVectorMask(), Normalize(module_input_name="token_embeddings")]
+        sentence_transformers.MultiVectorEncoder(modules=modules, device="cpu").save(path)
     return path
 
 
@@ -139,7 +151,7 @@ def padded_tokens(lengths: np.ndarray, batch_size: int) -> int:
 def run_bench(args) -> dict:
     import sentence_transformers
 
-    from . import CrossEncoder, EngineConfig, SentenceTransformer
+    from . import CrossEncoder, EngineConfig, MultiVectorEncoder, SentenceTransformer
     from .default_model import resolve_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -161,6 +173,8 @@ def run_bench(args) -> dict:
         profile=args.profile,
     )
 
+    if args.task == "maxsim":
+        return _maxsim_bench(args, path, texts, device, dtype, engine)
     if args.task == "rerank":
         queries = synthetic_corpus(len(texts), median_words=6, sigma=0.3, seed=1)
         inputs = list(zip(queries, texts))
@@ -178,6 +192,19 @@ def run_bench(args) -> dict:
         tokenized = fast.engine().tokenize(inputs, None)
         backend = fast.engine().runner(fast.device).backend.name
         engine_obj = fast.engine()
+    elif args.task == "colbert":
+        inputs = texts
+        plain = sentence_transformers.MultiVectorEncoder(path, device=str(device)).to(dtype)
+        fast = MultiVectorEncoder(path, device=str(device), engine=engine)
+        fast.to(dtype)
+
+        def call(model, batch_size):
+            return torch.cat(model.encode_document(inputs, batch_size=batch_size))
+
+        eng = fast.engine_for("document")
+        tokenized = eng.tokenize(inputs, fast.prompts.get("document"), "document")
+        backend = eng.runner(fast.device).backend.name
+        engine_obj = eng
     else:
         inputs = texts
         plain = sentence_transformers.SentenceTransformer(path, device=str(device)).to(dtype)
@@ -210,7 +237,8 @@ def run_bench(args) -> dict:
         ours.peak_memory_mb = peak
         gc.collect()
     best_bs = min(sides, key=lambda bs: sides[bs].median)
-    ref_f, got_f = ref.float().reshape(len(inputs), -1), got.float().reshape(len(inputs), -1)
+    rows = len(ref) if args.task == "colbert" else len(inputs)  # colbert: one row per kept token
+    ref_f, got_f = ref.float().reshape(rows, -1), got.float().reshape(rows, -1)
     if args.task == "rerank":
         fidelity = float(np.corrcoef(ref_f.cpu().numpy().ravel(), got_f.cpu().numpy().ravel())[0, 1])
         fidelity_name = "pearson of raw scores"
@@ -242,7 +270,77 @@ def run_bench(args) -> dict:
     return report
 
 
+def _maxsim_bench(args, path, texts, device, dtype, engine) -> dict:
+    """Reranking ``--docs-per-query`` encoded documents per query: ST's ``similarity`` (maxsim over lists of
+    token matrices, padded per chunk) against st_backend's packed MaxSim on the same embeddings."""
+    import sentence_transformers
+
+    from . import MultiVectorEncoder
+    from .late_interaction import PackedEmbeddings
+
+    fast = MultiVectorEncoder(path, device=str(device), engine=engine)
+    fast.to(dtype)
+    plain = sentence_transformers.MultiVectorEncoder(path, device=str(device)).to(dtype)
+    per_query = args.docs_per_query
+    docs = fast.encode_document(texts[:per_query], batch_size=args.batch_size)
+    queries = fast.encode_query(synthetic_corpus(args.num_queries, median_words=6, sigma=0.3, seed=1))
+    packed = PackedEmbeddings.from_list(docs)
+
+    def plain_call():
+        return torch.stack([plain.similarity(q, docs)[0] for q in queries])
+
+    def fast_call():
+        return torch.stack([fast.similarity(q, packed)[0] for q in queries])
+
+    plain_call(), fast_call()
+    ours, theirs = Side("st_backend"), Side("plain ST")
+    for _ in range(args.repeats):
+        ref, sec, peak = _timed(plain_call, device)
+        theirs.seconds.append(sec)
+        theirs.peak_memory_mb = peak
+        got, sec, peak = _timed(fast_call, device)
+        ours.seconds.append(sec)
+        ours.peak_memory_mb = peak
+    scored = len(queries) * per_query
+    # Relative to the largest score: MaxSim sums one maximum per query token (fp16 maxima differ by an ulp).
+    diff = float((ref.float() - got.float()).abs().max() / ref.float().abs().max().clamp(min=1))
+    threshold = 1e-5 if dtype == torch.float32 else 1e-3
+    pearson = float(np.corrcoef(ref.float().cpu().numpy().ravel(), got.float().cpu().numpy().ravel())[0, 1])
+    return {
+        "model": args.model,
+        "task": "maxsim",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""),
+        "versions": {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__},
+        "queries": len(queries),
+        "documents_per_query": per_query,
+        "document_tokens": int(packed.values.shape[0]),
+        "plain": {"seconds": theirs.median, "docs_per_s": scored / theirs.median, "peak_mb": theirs.peak_memory_mb},
+        "st_backend": {"seconds": ours.median, "docs_per_s": scored / ours.median, "peak_mb": ours.peak_memory_mb},
+        "speedup": theirs.median / ours.median,
+        "fidelity": {
+            "max relative score diff": diff,
+            "pearson": pearson,
+            "threshold": threshold,
+            "ok": diff <= threshold,
+        },
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "fn"},
+    }
+
+
 def format_report(r: dict) -> str:
+    if r["task"] == "maxsim":
+        return "\n".join(
+            [
+                f"{r['model']} MaxSim rerank on {r['device']}, {r['dtype']}: {r['queries']} queries x "
+                f"{r['documents_per_query']} documents ({r['document_tokens']} document tokens)",
+                f"  plain ST similarity  {r['plain']['seconds']:8.3f}s  {r['plain']['docs_per_s']:12.0f} docs/s",
+                f"  st_backend packed    {r['st_backend']['seconds']:8.3f}s  {r['st_backend']['docs_per_s']:12.0f} docs/s",
+                f"speedup: {r['speedup']:.2f}x; fidelity: max relative score diff {r['fidelity']['max relative score diff']:.2e}, "
+                f"pearson {r['fidelity']['pearson']:.6f}: "
+                f"{'OK' if r['fidelity']['ok'] else 'FAIL'}",
+            ]
+        )
     unit = "pairs" if r["task"] == "rerank" else "texts"
     lines = [f"{r['model']} ({r['task']}) on {r['device']}, {r['dtype']}, attention {r['attention_backend']}"]
     lines.append(

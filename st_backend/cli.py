@@ -142,7 +142,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("bench", help="plain ST vs st_backend throughput, outputs checked in the same run")
     p.add_argument("--model", default="default", help="a path, 'default', or a random model size: " + ", ".join(SIZES))
-    p.add_argument("--task", choices=["embed", "rerank"], default="embed")
+    p.add_argument(
+        "--task",
+        choices=["embed", "rerank", "colbert", "maxsim"],
+        default="embed",
+        help="embed: SentenceTransformer; rerank: CrossEncoder; colbert: MultiVectorEncoder document encoding; "
+        "maxsim: MaxSim reranking of --docs-per-query encoded documents for --num-queries queries",
+    )
+    p.add_argument("--docs-per-query", type=int, default=1000)
+    p.add_argument("--num-queries", type=int, default=100)
     p.add_argument("--texts", help="a file of texts, one per line (default: a synthetic MS MARCO-like corpus)")
     p.add_argument("--num-texts", type=int, default=20000)
     p.add_argument("--device", default=None)

@@ -88,3 +88,20 @@ def test_real_minilm_fp16_equals_plain_st_fp16():
     got = fast.encode(TEXTS, convert_to_tensor=True).float()
     REPORT.setdefault("auto", {})["all-MiniLM-L6-v2"] = fast.engine_for(None).runner(fast.device).backend.name
     assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what="all-MiniLM-L6-v2 fp16")
+
+
+@pytest.mark.parametrize("arch", ("bert", "xlm-roberta", "modernbert"))
+def test_multi_vector_fp16_equals_plain_st_fp16(tiny_root, arch):
+    from colbert_models import build_colbert_dir
+
+    path = build_colbert_dir("st", arch, tiny_root, query_expansion={"strategy": "fixed", "attend": True, "length": 32})
+    fast = st_backend.MultiVectorEncoder(str(path), device="cuda").half()
+    plain = sentence_transformers.MultiVectorEncoder(str(path), device="cuda").half()
+    for method in ("encode_query", "encode_document"):
+        got, want = getattr(fast, method)(TEXTS), getattr(plain, method)(TEXTS)
+        assert [len(g) for g in got] == [len(w) for w in want]
+        assert_rows_close(torch.cat(got).float(), torch.cat(want).float(), min_cosine=0.999, max_abs=2e-2)
+    q, d = plain.encode_query(TEXTS[:8]), plain.encode_document(TEXTS)
+    scores, ref = fast.similarity(q, fast.encode_packed(TEXTS)), plain.similarity(q, d)
+    assert torch.allclose(scores, ref, rtol=1e-2, atol=5e-2)
+    REPORT[f"multi_vector/{arch}"] = {"backend": fast.engine_for("document").runner(fast.device).backend.name}

@@ -6,18 +6,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.autonotebook import tqdm
 
 from .. import _compat
-from ..templates import ChatTemplate
-from .config import EngineConfig
+from .base import PackedEngine
 from .packing import PackedBatch
-from .pipeline import packed_batches
-from .plan import EmbedPlan
 from .pooling import Segments, pool
-from .profile import Profile, device_work, host
-from .runner import PackedRunner, RunnerCache
-from .tokenize import TextTokenizer, Tokenized
+from .profile import host
+from .tokenize import Tokenized
 
 
 @dataclass
@@ -35,19 +30,8 @@ class EmbedRequest:
     show_progress_bar: bool = False
 
 
-class EmbedEngine:
+class EmbedEngine(PackedEngine):
     """Runs one EmbedPlan; holds the tokenizer copies and one PackedRunner per (device, dtype)."""
-
-    def __init__(self, plan: EmbedPlan, config: EngineConfig) -> None:
-        self.plan = plan
-        self.config = config
-        self.tokenizer = TextTokenizer(plan.tokenizer)
-        self.template = ChatTemplate(plan.tokenizer, plan.template, self.tokenizer) if plan.template else None
-        self.runners = RunnerCache(plan.hf_model, plan.arch, config)
-        self.last_profile: dict[str, float] | None = None
-
-    def runner(self, device: torch.device) -> PackedRunner:
-        return self.runners.get(device)
 
     def tokenize(self, texts: list[str], prompt: str | None, task: str | None) -> Tokenized:
         max_length = _compat.text_max_length(self.plan.transformer, task)
@@ -62,38 +46,30 @@ class EmbedEngine:
         if self.template is None and req.prompt and not self.plan.include_prompt:
             kwargs = {"task": req.task} if req.task is not None else {}
             prompt_length = _compat.prompt_length(self.plan.transformer, req.prompt, **kwargs)
-        runner = self.runner(device)
-        prof = Profile(device) if self.config.profile else None
-        batches = packed_batches(
-            len(req.texts),
-            lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
-            max_tokens=self.config.token_budget(device),
-            max_sequences=self.config.max_batch_sequences or req.max_sequences,
-            profile=prof,
-            **self.config.feeding(device),
-        )
+        prof = self.profile(device)
         sentence: torch.Tensor | None = None
         token_rows: list[torch.Tensor | None] = [None] * len(req.texts)
-        with tqdm(total=len(req.texts), desc="Inputs", disable=not req.show_progress_bar) as progress:
-            for batch in batches:
-                with host(prof, "copy + forward + pool launch (consumer)"), device_work(prof):
-                    batch = batch.to(device, non_blocking=True)
-                    hidden = runner.forward(batch)
-                    if req.output_value == "token_embeddings":
-                        for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
-                            token_rows[i] = row
-                    else:
-                        emb = self._sentence_embedding(hidden, batch, prompt_length, req)
-                        if sentence is None:
-                            sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
-                        sentence[batch.index] = emb
-                progress.update(len(batch.indices))
+        for batch, hidden in self.forward_all(
+            len(req.texts),
+            lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
+            device,
+            req.max_sequences,
+            req.show_progress_bar,
+            prof,
+        ):
+            if req.output_value == "token_embeddings":
+                for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
+                    token_rows[i] = row
+            else:
+                emb = self._sentence_embedding(hidden, batch, prompt_length, req)
+                if sentence is None:
+                    sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
+                sentence[batch.index] = emb
         with host(prof, "copy back"):
             # One copy at the end instead of one per batch: the loop never waits for the device.
             result = token_rows if req.output_value == "token_embeddings" else sentence
             result = result.cpu() if req.save_to_cpu and isinstance(result, torch.Tensor) else result
-        if prof is not None:
-            self.last_profile = prof.summary()
+        self.finish(prof)
         return result
 
     def _sentence_embedding(self, hidden: torch.Tensor, batch: PackedBatch, prompt_length, req: EmbedRequest):

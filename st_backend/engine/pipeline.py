@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from .packing import PackedBatch, pack
-from .profile import host
+from .profile import device_work, host
 from .scheduler import plan_batches
 from .tokenize import Tokenized
 
@@ -112,3 +112,28 @@ def packed_batches(
     finally:
         stop.set()
         producer.join()
+
+
+def forward_batches(
+    runner,
+    n: int,
+    tokenize: Callable[[int, int], Tokenized],
+    device,
+    *,
+    max_tokens: int,
+    max_sequences: int,
+    feeding: dict,
+    profile=None,
+    progress=None,
+) -> Iterator[tuple[PackedBatch, object]]:
+    """(batch on ``device``, its packed last hidden states) for every batch; the caller's work on each pair is
+    timed as part of the consumer's step. ``progress``: a tqdm bar advanced by each batch's inputs."""
+    batches = packed_batches(
+        n, tokenize, max_tokens=max_tokens, max_sequences=max_sequences, profile=profile, **feeding
+    )
+    for batch in batches:
+        with host(profile, "copy + forward + head (consumer)"), device_work(profile):
+            batch = batch.to(device, non_blocking=True)
+            yield batch, runner.forward(batch)
+        if progress is not None:
+            progress.update(len(batch.indices))

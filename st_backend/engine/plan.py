@@ -38,12 +38,16 @@ class EmbedPlan(TransformerPlan):
 
 
 def why_not_transformer(
-    module: torch.nn.Module, task: str = "feature-extraction", output: str = "last_hidden_state", message: bool = False
+    module: torch.nn.Module,
+    task: str = "feature-extraction",
+    output: str = "last_hidden_state",
+    message: bool = False,
+    expansion_ok: bool = False,
 ) -> str | None:
     """None when the engine can run this module's text path exactly as ST would, else the reason.
 
     task / output: the transformer_task and model output the engine replaces; message: whether a chat
-    template (the "message" modality) may render the text.
+    template (the "message" modality) may render the text; expansion_ok: the caller applies query expansion.
     """
     if type(module) is not _compat.Transformer:
         return f"the input module is {type(module).__name__}, not sentence_transformers' Transformer"
@@ -64,7 +68,7 @@ def why_not_transformer(
         return "the chat template belongs to a multimodal processor"
     if any(s["processing_kwargs"].get(k) for k in s["processing_kwargs"]):
         return f"processing_kwargs {s['processing_kwargs']} change tokenization"
-    if s["query_expansion"] is not None:
+    if s["query_expansion"] is not None and not expansion_ok:
         return "query expansion pads queries on purpose"
     if s["tokenizer"] is None:
         return "the Transformer has no tokenizer"

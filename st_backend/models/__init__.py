@@ -1,6 +1,7 @@
 """The ST-facing classes: each subclasses its sentence-transformers twin and delegates to the engine."""
 
 from .cross_encoder import CrossEncoder
+from .multi_vector_encoder import MultiVectorEncoder
 from .sentence_transformer import SentenceTransformer
 
-__all__ = ["CrossEncoder", "SentenceTransformer"]
+__all__ = ["CrossEncoder", "MultiVectorEncoder", "SentenceTransformer"]

@@ -13,9 +13,10 @@ from .. import _compat
 from ..engine.config import EngineConfig
 from ..engine.embed import EmbedEngine, EmbedRequest
 from ..engine.plan import build_embed_plan
+from ..late_interaction import PackedEmbeddings
 from ..matryoshka import Matryoshka
 from ..templates import with_chat_template
-from ._fallback import warn_fallback
+from ._fallback import call_reason, warn_fallback
 
 
 def check_text_inputs(inputs: list) -> str | None:
@@ -90,21 +91,17 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
         return self._st_engines[task]
 
     def _why_not_call(self, engine: EmbedEngine, inputs: list, output_value: str | None, kwargs: dict) -> str | None:
-        if _compat.placement_is_delegated(self):
-            return "a device_map or Accelerate hooks place this model"
         if output_value not in ("sentence_embedding", "token_embeddings"):
             return "output_value=None returns ST's full per-input feature dicts"
         if output_value == "token_embeddings" and getattr(engine.plan.tokenizer, "padding_side", "right") == "left":
             # ST trims only trailing padding, so its rows keep the left pads (as many as the batch needs).
             return "token_embeddings with a left-padding tokenizer keep ST's batch-dependent pad rows"
-        if kwargs.get("processing_kwargs"):
-            return "per-call processing_kwargs change tokenization"
-        if kwargs.get("modality") not in (None, "text"):
-            return f"modality={kwargs['modality']!r}"
-        extra = set(kwargs) - {"task", "processing_kwargs", "modality"}
-        if extra:
-            return f"module kwargs {sorted(extra)}"
-        return check_text_inputs(inputs)
+        return call_reason(self, kwargs, frozenset({"task"})) or check_text_inputs(inputs)
+
+    def encode_packed(self, inputs: Sequence[str], **kwargs: Any) -> PackedEmbeddings:
+        """Token embeddings of every input as one (total_tokens, hidden) matrix with offsets, in input order, for
+        storing without padding; ``kwargs`` as for ``encode`` (prompt, task, batch_size, device, ...)."""
+        return PackedEmbeddings.from_list(self.encode(list(inputs), output_value="token_embeddings", **kwargs))
 
     @torch.inference_mode()
     def _inference(

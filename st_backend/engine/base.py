@@ -1,0 +1,64 @@
+"""What every engine shares: tokenizer copies, an optional chat template, one runner per (device, dtype), and
+the loop that feeds packed batches through the forward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from tqdm.autonotebook import tqdm
+
+from ..templates import ChatTemplate
+from .config import EngineConfig
+from .packing import PackedBatch
+from .pipeline import forward_batches
+from .profile import Profile
+from .runner import PackedRunner, RunnerCache
+from .tokenize import TextTokenizer, Tokenized
+
+
+class PackedEngine:
+    """Runs one plan. ``model``: the transformers module the runner calls (default: the plan's model)."""
+
+    def __init__(self, plan, config: EngineConfig, model: torch.nn.Module | None = None) -> None:
+        self.plan = plan
+        self.config = config
+        self.tokenizer = TextTokenizer(plan.tokenizer)
+        template = getattr(plan, "template", None)
+        self.template = ChatTemplate(plan.tokenizer, template, self.tokenizer) if template else None
+        self.runners = RunnerCache(model if model is not None else plan.hf_model, plan.arch, config)
+        self.last_profile: dict[str, float] | None = None
+
+    def runner(self, device: torch.device) -> PackedRunner:
+        return self.runners.get(device)
+
+    def profile(self, device: torch.device) -> Profile | None:
+        return Profile(device) if self.config.profile else None
+
+    def finish(self, profile: Profile | None) -> None:
+        if profile is not None:
+            self.last_profile = profile.summary()
+
+    def forward_all(
+        self,
+        n: int,
+        tokenize: Callable[[int, int], Tokenized],
+        device: torch.device,
+        max_sequences: int,
+        show_progress_bar: bool,
+        profile: Profile | None,
+        desc: str = "Inputs",
+    ) -> Iterator[tuple[PackedBatch, torch.Tensor]]:
+        """(batch on device, its packed last hidden states) for the n inputs ``tokenize(start, stop)`` covers."""
+        with tqdm(total=n, desc=desc, disable=not show_progress_bar) as progress:
+            yield from forward_batches(
+                self.runner(device),
+                n,
+                tokenize,
+                device,
+                max_tokens=self.config.token_budget(device),
+                max_sequences=self.config.max_batch_sequences or max_sequences,
+                feeding=self.config.feeding(device),
+                profile=profile,
+                progress=progress,
+            )
