@@ -73,6 +73,8 @@ def test_formats_match_st(tiny_root, fmt, arch, attend):
     q, d = plain.encode_query(QUERIES), plain.encode_document(TEXTS)
     assert_same_output(fast.similarity(q, d), plain.similarity(q, d), "maxsim")
     assert_same_output(fast.similarity(fast.encode_query(QUERIES), fast.encode_packed(TEXTS)), plain.similarity(q, d))
+    want = plain.similarity(q, d)[0]
+    assert [r["corpus_id"] for r in fast.rank(QUERIES[0], TEXTS)] == sorted(range(len(TEXTS)), key=lambda i: -want[i])
 
 
 @pytest.mark.parametrize("name", list(EXPANSIONS))
