@@ -14,7 +14,10 @@ def _check(hf, max_length):
     want = hf(TEXTS, truncation="longest_first", max_length=max_length)
     assert [a.tolist() for a in got.ids] == want["input_ids"]
     assert got.lengths.tolist() == [len(x) for x in want["input_ids"]]
-    if "token_type_ids" in want:
+    if "token_type_ids" in want and got.type_ids is None:
+        # Left out only where every single-text type id is 0, the model's default.
+        assert all(t == 0 for row in want["token_type_ids"] for t in row)
+    elif "token_type_ids" in want:
         assert [a.tolist() for a in got.type_ids] == want["token_type_ids"]
     else:
         assert got.type_ids is None
@@ -43,3 +46,14 @@ def test_changing_max_length_between_calls(default_model_path):
     assert tok(["word " * 100], 10).lengths.tolist() == [10]
     assert tok(["word " * 100], 50).lengths.tolist() == [50]
     assert tok(["word " * 100], None).lengths.tolist() == [102]
+
+
+def test_type_ids_kept_when_a_single_text_template_uses_type_1(tiny_root):
+    from st_backend.engine.tokenize import _single_types_zero
+
+    single = [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 1}}]
+    assert not _single_types_zero({"post_processor": {"type": "TemplateProcessing", "single": single}})
+    assert not _single_types_zero({"post_processor": {"type": "SomethingElse"}})
+    assert _single_types_zero({"post_processor": None})
+    pairs = TextTokenizer(load_tokenizer("bert", tiny_root))([("a question", "a passage")], 64)
+    assert pairs.type_ids is not None and 1 in pairs.type_ids[0]  # pairs always keep their type ids
