@@ -1,9 +1,18 @@
 """st_backend: a packed, unpadded drop-in backend for sentence-transformers."""
 
+from .bge_m3 import BGEM3Encoder
 from .engine.config import EngineConfig
 from .info import info
 from .late_interaction import PackedEmbeddings
 from .models import CrossEncoder, MultiVectorEncoder, SentenceTransformer
 
-__all__ = ["CrossEncoder", "EngineConfig", "MultiVectorEncoder", "PackedEmbeddings", "SentenceTransformer", "info"]
+__all__ = [
+    "BGEM3Encoder",
+    "CrossEncoder",
+    "EngineConfig",
+    "MultiVectorEncoder",
+    "PackedEmbeddings",
+    "SentenceTransformer",
+    "info",
+]
 __version__ = "0.1.0"
