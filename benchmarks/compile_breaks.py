@@ -29,18 +29,8 @@ def main() -> None:
         runner = engine.runner(device)
         tokens = engine.tokenize(["hello world this is a test", "another one", "x"], None, None)
         batch = pack(tokens.ids, tokens.type_ids, np.arange(3)).to(device)
-        kwargs = {
-            "input_ids": batch.input_ids[None],
-            "position_ids": (batch.position_ids + runner.position_offset)[None],
-            "cu_seq_lens_q": batch.cu_seqlens,
-            "cu_seq_lens_k": batch.cu_seqlens,
-            "max_length_q": batch.max_len,
-            "max_length_k": batch.max_len,
-        }
-        if runner.arch.causal:
-            kwargs["use_cache"] = False
         with _compat.attention_implementation(runner.model, runner.attn_name):
-            explained = torch._dynamo.explain(runner.model)(**kwargs)
+            explained = torch._dynamo.explain(runner.model)(**runner.inputs(batch))
         reasons = sorted({str(r.reason).splitlines()[0][:160] for r in explained.break_reasons})
         print(
             f"{arch:12s} {runner.backend.name:10s} graphs {explained.graph_count:3d} breaks {explained.graph_break_count:3d}"

@@ -22,22 +22,14 @@ import sentence_transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # mteb_eval is a repo-level tool
 
+from _samples import STS_SAMPLE  # noqa: E402
+
 from mteb_eval.loaders import load_sts  # noqa: E402
 from st_backend import SentenceTransformer  # noqa: E402
 from st_backend.default_model import default_model_path  # noqa: E402
 
 DIMS = [384, 256, 128, 64, 32]  # 384 is all-MiniLM-L6-v2's full size
 STS_TEST = Path(__file__).resolve().parents[2] / "shared/data/stsbenchmark/sts-test.csv"
-SAMPLE = [  # (gold 0-5, sentence1, sentence2): used only when the STS Benchmark file is not here
-    (5.0, "A man is playing a guitar.", "A man plays the guitar."),
-    (4.2, "A woman is slicing an onion.", "A woman cuts an onion."),
-    (3.0, "A dog runs in the park.", "A dog is playing outside."),
-    (1.6, "A cat sits on the mat.", "A dog sleeps on the sofa."),
-    (0.2, "The stock market fell sharply.", "A child is eating ice cream."),
-    (4.6, "Kids are playing soccer.", "Children play football."),
-    (0.8, "He is cooking dinner.", "The plane landed safely."),
-    (2.4, "A man rides a horse.", "A person is riding an animal on a beach."),
-]
 
 
 def rank(x: np.ndarray) -> np.ndarray:
@@ -68,8 +60,8 @@ if len(sys.argv) > 1 or STS_TEST.exists():
     data = load_sts(path)
     s1, s2, gold, source = data.sentence1, data.sentence2, data.score, f"{path.name}, {len(data.score)} pairs"
 else:
-    gold, s1, s2 = (list(col) for col in zip(*SAMPLE))
-    source = f"built-in sample of {len(SAMPLE)} pairs ({STS_TEST} is not here): numbers are illustrative only"
+    gold, s1, s2 = (list(col) for col in zip(*STS_SAMPLE))
+    source = f"built-in sample of {len(STS_SAMPLE)} pairs ({STS_TEST} is not here): numbers are illustrative only"
 unique = sorted(set(s1) | set(s2))
 position = {s: i for i, s in enumerate(unique)}
 idx1, idx2 = [position[s] for s in s1], [position[s] for s in s2]

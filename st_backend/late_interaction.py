@@ -68,9 +68,6 @@ class PackedEmbeddings:
     def to(self, device) -> PackedEmbeddings:
         return PackedEmbeddings(self.values.to(device), self.offsets)
 
-    def select(self, indices: Sequence[int]) -> PackedEmbeddings:
-        return PackedEmbeddings.from_list([self[int(i)] for i in indices])
-
 
 def _chunks(offsets: torch.Tensor, width: int, max_elements: int) -> Iterator[tuple[int, int]]:
     """Ranges [first, last) of documents whose tokens times ``width`` stay within ``max_elements`` (a single
@@ -121,9 +118,9 @@ def maxsim(
             scores = torch.zeros(last - first, len(q), dtype=torch.float32, device=device)
             scores.index_add_(1, q_owner, best.float())
             out[:, first:last] = scores.T
-        empty = (lengths == 0).to(device)
+        empty = lengths == 0  # offsets live on the host: no device sync per chunk
         if bool(empty.any()):
-            out[:, first:last] = out[:, first:last].masked_fill(empty, _compat.EMPTY_DOCUMENT_SCORE)
+            out[:, first:last] = out[:, first:last].masked_fill(empty.to(device), _compat.EMPTY_DOCUMENT_SCORE)
     if length_normalize:
         out /= q.lengths.clamp(min=1).to(device=device, dtype=out.dtype)[:, None]
     return out
@@ -131,8 +128,8 @@ def maxsim(
 
 def rank_scores(scores: torch.Tensor, top_k: int | None = None) -> list[tuple[int, float]]:
     """(document index, score) best first; equal scores keep the documents' order."""
-    order = torch.sort(scores.float().cpu(), descending=True, stable=True).indices
+    values = scores.float().cpu()
+    order = torch.sort(values, descending=True, stable=True).indices
     if top_k is not None:
         order = order[:top_k]
-    values = scores.float().cpu()
     return [(int(i), float(values[i])) for i in order]

@@ -28,8 +28,8 @@ class PackedRunner:
         # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
         self._call = torch.compile(model, dynamic=True) if compile else model
 
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        """-> (total_tokens, hidden) last hidden states of the packed row."""
+    def inputs(self, batch: PackedBatch) -> dict:
+        """The keyword arguments the model is called with for one packed batch."""
         kwargs = {
             "input_ids": batch.input_ids[None],
             "position_ids": (batch.position_ids + self.position_offset)[None],
@@ -42,8 +42,12 @@ class PackedRunner:
             kwargs["token_type_ids"] = batch.token_type_ids[None]
         if self.arch.causal:
             kwargs["use_cache"] = False
+        return kwargs
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """-> (total_tokens, hidden) last hidden states of the packed row."""
         with _compat.attention_implementation(self.model, self.attn_name):
-            out = self._call(**kwargs, return_dict=True)
+            out = self._call(**self.inputs(batch), return_dict=True)
         return out.last_hidden_state[0]
 
 
