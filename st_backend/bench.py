@@ -170,6 +170,7 @@ def run_bench(args) -> dict:
         max_batch_sequences=args.max_batch_sequences,
         compile=args.compile,
         tokenizer_threads=args.tokenizer_threads,
+        tokenizer_processes=args.tokenizer_processes,
         profile=args.profile,
     )
 
@@ -255,6 +256,7 @@ def run_bench(args) -> dict:
         "inputs": len(inputs),
         "tokens": n_tokens,
         "attention_backend": backend,
+        "tokenizer_processes": engine.processes(device),
         "padding_tokens_avoided": padded_tokens(tokenized.lengths, best_bs) - n_tokens,
         "plain": {
             bs: {"seconds": s.median, "tokens_per_s": n_tokens / s.median, "peak_mb": s.peak_memory_mb}

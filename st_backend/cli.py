@@ -158,8 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--st-batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32, 256])
     p.add_argument("--batch-size", type=int, default=4096, help="st_backend's cap on sequences per batch")
     p.add_argument("--max-batch-tokens", type=int, default=None, help="token budget (default: by device)")
-    p.add_argument("--compile", action="store_true", help="st_backend runs its packed forward under torch.compile")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        help="st_backend runs its packed forward under torch.compile (optionally: a torch.compile mode)",
+    )
     p.add_argument("--tokenizer-threads", type=int, default=None)
+    p.add_argument("--tokenizer-processes", type=int, default=None, help="worker processes (default: 2 on CUDA)")
     p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
     p.add_argument("--max-batch-sequences", type=int, default=None)
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")

@@ -14,7 +14,7 @@ from .packing import PackedBatch
 from .pipeline import forward_batches
 from .profile import Profile
 from .runner import PackedRunner, RunnerCache
-from .tokenize import TextTokenizer, Tokenized
+from .tokenize import REMOTE_MIN_TEXTS, TextTokenizer, Tokenized
 
 
 class PackedEngine:
@@ -50,6 +50,8 @@ class PackedEngine:
         desc: str = "Inputs",
     ) -> Iterator[tuple[PackedBatch, torch.Tensor]]:
         """(batch on device, its packed last hidden states) for the n inputs ``tokenize(start, stop)`` covers."""
+        if n >= REMOTE_MIN_TEXTS:  # a short call never starts the worker processes
+            self.tokenizer.use_processes(self.config.processes(device), self.config.rayon_threads(device))
         with tqdm(total=n, desc=desc, disable=not show_progress_bar) as progress:
             yield from forward_batches(
                 self.runner(device),

@@ -25,8 +25,12 @@ class EngineConfig:
         every core through the tokenizers library's own thread pool; more callers only compete for it (measured
         on the H100 host, 16 cores, all-MiniLM-L6-v2 end to end: 1 thread 2.47 M tokens/s, 2: 2.00 M, 4: 1.83 M).
         With that pool turned off (TOKENIZERS_PARALLELISM=false), None means one thread per core, up to 8.
+    tokenizer_processes: worker processes that tokenize (each its own GIL, so converting ids to arrays does
+        not hold up the thread launching GPU kernels); 0 tokenizes in-process. None: 2 on CUDA when the host has
+        8 cores or more, else 0 (CPU inference needs its cores for the model).
     chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once).
-    compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile).
+    compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile);
+        a string is torch.compile's ``mode`` (e.g. "max-autotune-no-cudagraphs").
     profile: time each call's stages (tokenize, pack, wait, GPU compute, copy back) into ``engine.last_profile``.
     """
 
@@ -36,8 +40,9 @@ class EngineConfig:
     dtype: torch.dtype | str | None = None
     xformers_torch_ops: bool = False
     tokenizer_threads: int | None = None
+    tokenizer_processes: int | None = None
     chunk_size: int = 2048
-    compile: bool = False
+    compile: bool | str = False
     profile: bool = False
 
     def __post_init__(self) -> None:
@@ -47,6 +52,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.max_batch_sequences must be >= 1, got {self.max_batch_sequences}")
         if self.tokenizer_threads is not None and self.tokenizer_threads < 1:
             raise ValueError(f"EngineConfig.tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
+        if self.tokenizer_processes is not None and self.tokenizer_processes < 0:
+            raise ValueError(f"EngineConfig.tokenizer_processes must be >= 0, got {self.tokenizer_processes}")
         if self.chunk_size < 1:
             raise ValueError(f"EngineConfig.chunk_size must be >= 1, got {self.chunk_size}")
         if self.attention not in ATTENTION_CHOICES:
@@ -63,10 +70,25 @@ class EngineConfig:
         # On CPU the reference backend pads inside attention, and smaller batches measured faster there.
         return 65536 if device.type == "cuda" else 4096
 
+    def processes(self, device: torch.device) -> int:
+        """How many tokenizer worker processes feed ``device`` (0: tokenize in-process)."""
+        if self.tokenizer_processes is not None:
+            return self.tokenizer_processes
+        return 2 if device.type == "cuda" and (os.cpu_count() or 1) >= 8 else 0
+
     def feeding(self, device: torch.device) -> dict:
-        """How packed_batches feeds ``device``: threads, chunks and pinned memory on CUDA only."""
+        """How packed_batches feeds ``device``: threads, chunks and pinned memory on CUDA only. With worker
+        processes, one thread per process keeps each of them busy."""
+        processes = self.processes(device)
         if device.type != "cuda":
             return {"chunk_size": None, "threads": 1, "pin": False}
         pooled = os.environ.get("TOKENIZERS_PARALLELISM", "true").lower() not in ("0", "false", "off", "no")
-        threads = self.tokenizer_threads or (1 if pooled else max(1, min(8, os.cpu_count() or 1)))
+        threads = self.tokenizer_threads or processes or (1 if pooled else max(1, min(8, os.cpu_count() or 1)))
         return {"chunk_size": self.chunk_size, "threads": threads, "pin": True}
+
+    def rayon_threads(self, device: torch.device) -> int | None:
+        """Rust threads per tokenizer process: the cores left after the feeding threads, shared out."""
+        processes = self.processes(device)
+        if not processes:
+            return None
+        return max(1, ((os.cpu_count() or 1) - 2) // processes)

@@ -18,7 +18,7 @@ class PackedRunner:
     """Calls ``model`` (a transformers base model) on a PackedBatch through a registered attention backend."""
 
     def __init__(
-        self, model: torch.nn.Module, arch: ArchSpec, backend: AttentionBackend, compile: bool = False
+        self, model: torch.nn.Module, arch: ArchSpec, backend: AttentionBackend, compile: bool | str = False
     ) -> None:
         self.model = model
         self.arch = arch
@@ -26,7 +26,8 @@ class PackedRunner:
         self.attn_name = register(backend)
         self.position_offset = arch.position_offset(model.config)
         # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
-        self._call = torch.compile(model, dynamic=True) if compile else model
+        mode = compile if isinstance(compile, str) else None
+        self._call = torch.compile(model, dynamic=True, mode=mode) if compile else model
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""

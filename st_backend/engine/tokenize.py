@@ -4,13 +4,18 @@ without building padded tensors, so exact lengths are known before batching."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 # Above this the tokenizer has no real limit (transformers uses 1e30 as "none").
 _NO_LIMIT = 2**31
+# Smaller calls stay in-process: a round trip to a worker costs more than it saves.
+REMOTE_MIN_TEXTS = 64
 
 
 @dataclass
@@ -39,6 +44,23 @@ class TextTokenizer:
         # Single texts whose template gives every token type 0 need no type ids: the model's default is zeros,
         # and skipping them saves a Python list per text (measured: ids-to-arrays holds the GIL).
         self.single_types_zero = self._spec is not None and _single_types_zero(json.loads(self._spec))
+        self._processes = None
+
+    def use_processes(self, processes: int, rayon_threads: int | None = None) -> None:
+        """Tokenize calls of REMOTE_MIN_TEXTS texts or more in ``processes`` worker processes (started once)."""
+        if self._spec is None or processes < 1 or self._processes is not None:
+            return
+        from .tokenize_procs import TokenizerProcesses
+
+        with self._lock:
+            if self._processes is None:
+                self._processes = TokenizerProcesses(self._spec, processes, rayon_threads)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (they also stop when this object is collected)."""
+        procs, self._processes = self._processes, None
+        if procs is not None:
+            procs.close()
 
     def _backend(self, max_length: int | None):
         if max_length is not None and max_length >= _NO_LIMIT:
@@ -64,12 +86,36 @@ class TextTokenizer:
         """texts: strings, or (first, second) pairs tokenized together with longest_first truncation."""
         if self._spec is None:
             return self._slow(texts, max_length, add_special_tokens)
-        encodings = self._backend(max_length).encode_batch_fast(texts, add_special_tokens=add_special_tokens)
-        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         pairs = bool(texts) and isinstance(texts[0], tuple)
         types = self.token_types and (pairs or not self.single_types_zero)
+        if self._processes is not None and len(texts) >= REMOTE_MIN_TEXTS:
+            remote = self._remote(texts, max_length, add_special_tokens, types)
+            if remote is not None:
+                return remote
+        encodings = self._backend(max_length).encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         type_ids = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings] if types else None
         lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+        return Tokenized(ids, type_ids, lengths)
+
+    def _remote(self, texts, max_length: int | None, special: bool, types: bool) -> Tokenized | None:
+        """The worker processes' answer, or None (then the caller tokenizes in-process, which raises the
+        tokenizer's own error for input it refuses)."""
+        from .tokenize_procs import TokenizerProcessError
+
+        procs = self._processes
+        if procs is None:
+            return None
+        if max_length is not None and max_length >= _NO_LIMIT:
+            max_length = None
+        left = getattr(self.hf, "truncation_side", "right") == "left"
+        try:
+            ids, type_ids, lengths = procs.encode(texts, max_length, special, types, left)
+        except TokenizerProcessError as exc:
+            if not procs.alive():
+                logger.warning("st_backend: tokenizer processes stopped (%s); tokenizing in-process from now on", exc)
+                self.close()
+            return None
         return Tokenized(ids, type_ids, lengths)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:

@@ -1,0 +1,97 @@
+"""A tokenizer process: strings in, flat int32 id arrays out, over its stdin/stdout.
+
+Run as a script (``python tokenize_worker.py``), never imported by the package's import chain, so it starts
+without torch. The parent (tokenize_procs.py) writes requests; this process turns every encoding's ids into
+arrays under its own GIL, which in-process costs the GPU-feeding thread its time (see BENCHMARKS.md).
+
+Messages (little-endian). Setup: b"S", u64 length, the tokenizer's JSON. Request: b"R", header
+(i32 n, i32 max_length or -1, u8 add_special_tokens, u8 pairs, u8 type_ids, u8 truncate_left), i64[n * (1 + pairs)]
+UTF-8 byte lengths (all first texts, then all second texts), the texts' bytes. Reply: b"K", i64 n, i64 total,
+i32[n] lengths, i32[total] ids, then i8[total] type ids if asked; or b"E", u64 length, an error message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import sys
+
+REQUEST = struct.Struct("<iiBBBB")
+REPLY = struct.Struct("<qq")
+SIZE = struct.Struct("<Q")
+
+
+def _read(stream, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError
+    return data
+
+
+def _texts(stream, count: int) -> list[str]:
+    import numpy as np
+
+    sizes = np.frombuffer(_read(stream, 8 * count), dtype=np.int64)
+    blob = _read(stream, int(sizes.sum()))
+    ends = np.cumsum(sizes).tolist()
+    starts = [0, *ends[:-1]]
+    return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
+
+
+def _encode(tokenizers: dict, spec: str, header: tuple, texts: list) -> bytes:
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    n, max_length, special, _, types, left = header
+    key = (max_length, left)
+    tokenizer = tokenizers.get(key)
+    if tokenizer is None:
+        tokenizer = tokenizers[key] = Tokenizer.from_str(spec)
+        tokenizer.no_padding()
+        if max_length < 0:
+            tokenizer.no_truncation()
+        else:
+            side = "left" if left else "right"
+            tokenizer.enable_truncation(max_length, strategy="longest_first", direction=side)
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=bool(special))
+    lengths = np.fromiter((len(e) for e in encodings), dtype=np.int32, count=n)
+    total = int(lengths.sum(dtype=np.int64))
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+    parts = [b"K", REPLY.pack(n, total), lengths.tobytes(), ids.tobytes()]
+    if types:
+        types_ = itertools.chain.from_iterable(e.type_ids for e in encodings)
+        parts.append(np.fromiter(types_, dtype=np.int8, count=total).tobytes())
+    return b"".join(parts)
+
+
+def main() -> None:
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    spec = None
+    tokenizers: dict = {}
+    while True:
+        try:
+            kind = _read(source, 1)
+        except EOFError:
+            return
+        try:
+            if kind == b"S":
+                spec = _read(source, SIZE.unpack(_read(source, SIZE.size))[0]).decode("utf-8")
+                tokenizers.clear()
+                continue
+            header = REQUEST.unpack(_read(source, REQUEST.size))
+            n, pairs = header[0], header[3]
+            texts = _texts(source, n * (1 + pairs))
+            if pairs:
+                texts = list(zip(texts[:n], texts[n:]))
+            reply = _encode(tokenizers, spec, header, texts)
+        except EOFError:
+            return
+        except Exception as exc:  # reported to the parent, which raises it
+            message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+            reply = b"E" + SIZE.pack(len(message)) + message
+        sink.write(reply)
+        sink.flush()
+
+
+if __name__ == "__main__":
+    main()
