@@ -28,7 +28,9 @@ class EngineConfig:
     tokenizer_processes: worker processes that tokenize (each its own GIL, so converting ids to arrays does
         not hold up the thread launching GPU kernels); 0 tokenizes in-process. None: 2 on CUDA when the host has
         8 cores or more, else 0 (CPU inference needs its cores for the model).
-    chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once).
+    chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once). None: 2,048,
+        smaller with more than two tokenizer processes (each process tokenizes a chunk alone, and the GPU waits
+        for the first one).
     compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile);
         a string is torch.compile's ``mode`` (e.g. "max-autotune-no-cudagraphs").
     profile: time each call's stages (tokenize, pack, wait, GPU compute, copy back) into ``engine.last_profile``.
@@ -41,7 +43,7 @@ class EngineConfig:
     xformers_torch_ops: bool = False
     tokenizer_threads: int | None = None
     tokenizer_processes: int | None = None
-    chunk_size: int = 2048
+    chunk_size: int | None = None
     compile: bool | str = False
     profile: bool = False
 
@@ -54,7 +56,7 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
         if self.tokenizer_processes is not None and self.tokenizer_processes < 0:
             raise ValueError(f"EngineConfig.tokenizer_processes must be >= 0, got {self.tokenizer_processes}")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"EngineConfig.chunk_size must be >= 1, got {self.chunk_size}")
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
@@ -84,7 +86,8 @@ class EngineConfig:
             return {"chunk_size": None, "threads": 1, "pin": False}
         pooled = os.environ.get("TOKENIZERS_PARALLELISM", "true").lower() not in ("0", "false", "off", "no")
         threads = self.tokenizer_threads or processes or (1 if pooled else max(1, min(8, os.cpu_count() or 1)))
-        return {"chunk_size": self.chunk_size, "threads": threads, "pin": True}
+        chunk = self.chunk_size or (2048 if processes <= 2 else max(256, 4096 // processes))
+        return {"chunk_size": chunk, "threads": threads, "pin": True}
 
     def rayon_threads(self, device: torch.device) -> int | None:
         """Rust threads per tokenizer process: the cores left after the feeding threads, shared out."""

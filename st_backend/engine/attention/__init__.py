@@ -65,6 +65,7 @@ class ProbeResult:
     dtype: str
     layer_kinds: list[LayerKind]
     reasons: dict[str, str | None] = field(default_factory=dict)  # backend -> None (works) or why not
+    notes: dict[str, str] = field(default_factory=dict)  # backend -> how it runs here, when it works
     chosen: str | None = None
 
     def lines(self) -> list[str]:
@@ -74,7 +75,7 @@ class ProbeResult:
                 continue
             reason = self.reasons[name]
             mark = "chosen" if name == self.chosen else ("works" if reason is None else "no")
-            out.append(f"{name:10s} {mark:7s} {reason or ''}".rstrip())
+            out.append(f"{name:10s} {mark:7s} {reason or self.notes.get(name, '')}".rstrip())
         return out
 
 
@@ -133,6 +134,8 @@ def probe(
             if reason:
                 break
         result.reasons[name] = reason
+        if reason is None and backend.describe():
+            result.notes[name] = backend.describe()
     _PROBES[key] = result
     return result
 

@@ -30,6 +30,10 @@ class AttentionBackend:
     def why_not_layer(self, causal: bool, window: int | None) -> str | None:
         return None
 
+    def describe(self) -> str:
+        """How it runs here, for the probe's report (after why_not said it can)."""
+        return ""
+
     def attend(
         self,
         q: torch.Tensor,
