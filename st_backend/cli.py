@@ -166,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         help="st_backend runs its packed forward under torch.compile (optionally: a torch.compile mode)",
     )
     p.add_argument("--tokenizer-threads", type=int, default=None)
-    p.add_argument("--tokenizer-processes", type=int, default=None, help="worker processes (default: 2 on CUDA)")
+    p.add_argument(
+        "--tokenizer-processes",
+        type=int,
+        default=None,
+        help="worker processes (default: one per 4 cores, at most 4, on CUDA)",
+    )
     p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
     p.add_argument("--max-batch-sequences", type=int, default=None)
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")

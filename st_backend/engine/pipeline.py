@@ -32,6 +32,17 @@ def _chunk_batches(
         yield batch
 
 
+def chunk_bounds(n: int, chunk_size: int, first: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) slices of 0..n-1: the first ``first`` items (default chunk_size // 8), then doubling up to
+    chunk_size, so the device gets its first batch after a small chunk instead of a full one."""
+    size = max(1, min(chunk_size, first or chunk_size // 8))
+    start = 0
+    while start < n:
+        stop = min(n, start + size)
+        yield start, stop
+        start, size = stop, min(chunk_size, 2 * size)
+
+
 def packed_batches(
     n: int,
     tokenize: Callable[[int, int], Tokenized],
@@ -46,8 +57,8 @@ def packed_batches(
 ) -> Iterator[PackedBatch]:
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
-    chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks are tokenized by
-    ``threads`` workers and packed (and pinned if ``pin``) by a producer thread, ``prefetch`` batches ahead.
+    chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks (growing to
+    chunk_size, see chunk_bounds) are tokenized by ``threads`` workers and packed (and pinned if ``pin``) by a producer thread, ``prefetch`` batches ahead.
     profile: an engine Profile that times tokenization, packing and the consumer's waits.
     """
     if n == 0:
@@ -77,18 +88,18 @@ def packed_batches(
 
     def produce() -> None:
         try:
-            starts = iter(range(0, n, chunk_size))
+            bounds = chunk_bounds(n, chunk_size)
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="st_backend-tokenize") as pool:
                 pending = deque()
                 for _ in range(2 * threads):
-                    start = next(starts, None)
-                    if start is not None:
-                        pending.append((start, pool.submit(tokenize, start, min(start + chunk_size, n))))
+                    bound = next(bounds, None)
+                    if bound is not None:
+                        pending.append((bound[0], pool.submit(tokenize, *bound)))
                 while pending and not stop.is_set():
                     start, future = pending.popleft()
-                    following = next(starts, None)
-                    if following is not None:
-                        pending.append((following, pool.submit(tokenize, following, min(following + chunk_size, n))))
+                    bound = next(bounds, None)
+                    if bound is not None:
+                        pending.append((bound[0], pool.submit(tokenize, *bound)))
                     for batch in _chunk_batches(future.result(), start, max_tokens, max_sequences, pin, profile):
                         if not put(batch):
                             return

@@ -35,7 +35,7 @@ def test_tokenizer_errors_reach_the_caller():
     def broken(start, stop):
         raise RuntimeError(f"chunk {start}:{stop} failed")
 
-    with pytest.raises(RuntimeError, match="chunk 0:4 failed"):
+    with pytest.raises(RuntimeError, match="chunk 0:1 failed"):
         list(packed_batches(10, broken, max_tokens=8, max_sequences=2, chunk_size=4, threads=2))
 
 
@@ -44,3 +44,15 @@ def test_stopping_early_does_not_hang():
     batches = packed_batches(1000, fake_tokenize(lengths), max_tokens=9, max_sequences=3, chunk_size=10, threads=2)
     next(batches)
     batches.close()  # the producer thread is told to stop and joined
+
+
+def test_chunks_start_small_and_grow_to_chunk_size():
+    from st_backend.engine.pipeline import chunk_bounds
+
+    for n, chunk in ((1000, 128), (5, 128), (1, 1), (2048, 2048), (130, 7)):
+        bounds = list(chunk_bounds(n, chunk))
+        assert [a for a, _ in bounds] == [0] + [b for _, b in bounds[:-1]] and bounds[-1][1] == n  # cover 0..n once
+        sizes = [b - a for a, b in bounds]
+        assert max(sizes) <= chunk and sizes[0] == min(n, max(1, chunk // 8))
+        assert all(b >= a for a, b in zip(sizes[:-2], sizes[1:-1]))  # growing until the remainder
+    assert [b - a for a, b in chunk_bounds(1000, 128)] == [16, 32, 64, 128, 128, 128, 128, 128, 128, 120]
