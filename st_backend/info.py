@@ -46,7 +46,7 @@ def info(device: str | torch.device | None = None, dtype: torch.dtype | None = N
     for label, kinds in _LAYER_SETS.items():
         result = probe(device, dtype, kinds, xformers_torch_ops)
         chosen = next((name for name, reason in result.reasons.items() if reason is None), None)
-        report["backends"][label] = {"chosen": chosen, "reasons": dict(result.reasons)}
+        report["backends"][label] = {"chosen": chosen, "reasons": dict(result.reasons), "notes": dict(result.notes)}
     return report
 
 
@@ -57,5 +57,7 @@ def format_info(report: dict) -> str:
     for label, entry in report["backends"].items():
         lines.append(f"attention for {label}: {entry['chosen']}")
         for name, reason in entry["reasons"].items():
-            lines.append(f"  {name:10s} {'works' if reason is None else 'no: ' + reason}")
+            note = entry.get("notes", {}).get(name)
+            works = f"works ({note})" if note else "works"
+            lines.append(f"  {name:10s} {works if reason is None else 'no: ' + reason}")
     return "\n".join(lines)

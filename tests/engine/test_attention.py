@@ -54,3 +54,36 @@ def test_probe_explains_every_backend_on_cpu():
 def test_choosing_a_backend_that_cannot_run_names_why():
     with pytest.raises(RuntimeError, match="varlen"):
         choose("varlen", torch.device("cpu"), torch.float32, [(False, None)])
+
+
+def _fake_varlen(native: bool):
+    """A varlen_attn stand-in (reference math) that takes fewer K/V heads only when ``native``; records calls."""
+    from st_backend.engine.attention.reference import ReferenceBackend
+
+    calls = []
+
+    def fn(q, k, v, cu, cu_k, max_q, max_k, *, scale=None, **kwargs):
+        calls.append(k.shape[1])
+        if k.shape[1] != q.shape[1] and not native:
+            raise RuntimeError("heads must match")
+        return ReferenceBackend().attend(q, k, v, PackedAttention(cu, max_q), scale=scale, causal=False, window=None)
+
+    return fn, calls
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_varlen_without_enable_gqa_checks_whether_the_kernel_takes_fewer_kv_heads(native):
+    from st_backend.engine.attention.varlen import VarlenBackend
+
+    backend = VarlenBackend()
+    backend._has_gqa, backend.native_gqa = False, None  # as on torch 2.11
+    backend._fn, calls = _fake_varlen(native)
+    assert backend._gqa_runs_natively(torch.device("cpu"), torch.float32) is native
+    backend.native_gqa = native
+    assert "native" in backend.describe() if native else "repeated" in backend.describe()
+    q, k = torch.randn(10, 4, 8), torch.randn(10, 2, 8)
+    calls.clear()
+    backend.attend(
+        q, k, k, PackedAttention(torch.tensor([0, 4, 10], dtype=torch.int32), 6), scale=0.3, causal=False, window=None
+    )
+    assert calls == [2 if native else 4]  # K/V repeated per query head only when the kernel cannot take them
