@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .engine.tokenize import TextTokenizer, Tokenized
 
 PAIR_ROLES = ("query", "document")
@@ -53,6 +55,7 @@ class ChatTemplate:
         self.hf = hf_tokenizer
         self.template = template
         self.tokenizer = tokenizer or TextTokenizer(hf_tokenizer)
+        self._prefixes: dict[tuple[str, int], np.ndarray | None] = {}
 
     def render(self, contents: tuple[str, ...], instruction: str | None = None) -> str:
         messages = build_messages(contents, instruction)
@@ -78,6 +81,19 @@ class ChatTemplate:
                 "with CrossEncoder(..., chat_template=<template string or .jinja path>), or a chat_template.jinja "
                 "file beside the model."
             )
+
+    def shared_prefix(self, instruction: str | None, arity: int = 2) -> np.ndarray | None:
+        """Token ids every render of ``arity`` texts starts with (the template's head and instruction), less the
+        last one (it may merge with a text's first characters); None when shorter than MIN_PREFIX_TOKENS."""
+        from .engine.prefix import MIN_PREFIX_TOKENS, common_prefix
+
+        key = (instruction or "", arity)
+        if key not in self._prefixes:
+            probes = [p if arity == 2 else p[:1] for p in _PROBES[:2]]
+            probes = self.tokenizer([self.render(p, instruction) for p in probes], None, False).ids
+            ids = common_prefix(probes[0], probes[1])[:-1]
+            self._prefixes[key] = ids if len(ids) >= MIN_PREFIX_TOKENS else None
+        return self._prefixes[key]
 
     def encode(
         self, items: list[tuple[str, ...]], instruction: str | None, max_length: int | None

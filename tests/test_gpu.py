@@ -14,7 +14,7 @@ from tiny_models import ARCHS, build_st_dir
 
 import st_backend
 from st_backend import EngineConfig
-from st_backend.engine.attention import PRIORITY, probe
+from st_backend.engine.attention import PRIORITY, make_backend, probe
 
 pytestmark = [
     pytest.mark.gpu,
@@ -105,3 +105,42 @@ def test_multi_vector_fp16_equals_plain_st_fp16(tiny_root, arch):
     scores, ref = fast.similarity(q, fast.encode_packed(TEXTS)), plain.similarity(q, d)
     assert torch.allclose(scores, ref, rtol=1e-2, atol=5e-2)
     REPORT[f"multi_vector/{arch}"] = {"backend": fast.engine_for("document").runner(fast.device).backend.name}
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_working_backends_attend_with_a_key_prefix(window):
+    from test_shared_prefix import _full_and_split
+
+    for name in PRIORITY:
+        kinds = [(True, None)] + ([(True, window)] if window else [])
+        reasons = probe(torch.device("cuda"), torch.float16, kinds).reasons
+        if name == "reference" or reasons[name] or not make_backend(name).shared_prefix:
+            continue
+        got, want, _ = _full_and_split(True, window, name, "cuda", torch.float16)
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("arch", ("qwen3", "llama"))
+def test_causal_reranker_sharing_its_template_head_fp16_equals_plain_st_fp16(tiny_root, arch):
+    import numpy as np
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.cross_encoder.modules.logit_score import LogitScore
+    from test_cross_encoder import PAIRS, QWEN_TEMPLATE
+    from tiny_models import build_hf_dir
+
+    path = str(build_hf_dir(arch, tiny_root, "causal-lm"))
+    transformer = Transformer(
+        path, transformer_task="text-generation", processor_kwargs={"chat_template": QWEN_TEMPLATE}
+    )
+    transformer.max_seq_length = 256
+    vocab = transformer.tokenizer.get_vocab()
+    modules = [transformer, LogitScore(vocab[sorted(vocab)[-1]], vocab[sorted(vocab)[-2]])]
+    plain = sentence_transformers.CrossEncoder(modules=modules, device="cuda").half()
+    fast = st_backend.CrossEncoder(modules=modules, device="cuda").half()
+    pairs = [p for p in PAIRS if len(p[0]) < 100 and len(p[1]) < 100] * 4
+    want = plain.predict(pairs, activation_fn=torch.nn.Identity())
+    got = fast.predict(pairs, activation_fn=torch.nn.Identity())
+    runner = fast.engine().runner(fast.device)
+    REPORT[f"shared_prefix/{arch}"] = {"backend": runner.backend.name, "shares": runner.shares_prefixes}
+    assert fast.engine().shared_prefix(None, fast.device) is not None, "the template head was not shared"
+    np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)

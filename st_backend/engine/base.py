@@ -50,6 +50,7 @@ class PackedEngine:
         desc: str = "Inputs",
     ) -> Iterator[tuple[PackedBatch, torch.Tensor]]:
         """(batch on device, its packed last hidden states) for the n inputs ``tokenize(start, stop)`` covers."""
+        self.runner(device).prefixes.clear()  # shared prefixes are computed once per call, with today's weights
         if n >= REMOTE_MIN_TEXTS:  # a short call never starts the worker processes
             self.tokenizer.use_processes(self.config.processes(device), self.config.rayon_threads(device))
         with tqdm(total=n, desc=desc, disable=not show_progress_bar) as progress:

@@ -21,9 +21,9 @@ class EngineConfig:
     dtype: cast the model to this dtype at load (None keeps what ST loaded).
     xformers_torch_ops: allow xformers operators that run on PyTorch's own kernels when its compiled
         CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
-    tokenizer_threads: worker threads that tokenize ahead of the GPU (None: 1). Each call already spreads over
+    tokenizer_threads: worker threads that tokenize ahead of the GPU (None: one per tokenizer process, else 1). Each call already spreads over
         every core through the tokenizers library's own thread pool; more callers only compete for it (measured
-        on the H100 host, 16 cores, all-MiniLM-L6-v2 end to end: 1 thread 2.47 M tokens/s, 2: 2.00 M, 4: 1.83 M).
+        on the H100 host, 16 cores, all-MiniLM-L6-v2 end to end: 1 thread 2.47 M tokens/s, 2: 2.00 M, 4: 1.83 M; with tokenizer processes each needs its own thread).
         With that pool turned off (TOKENIZERS_PARALLELISM=false), None means one thread per core, up to 8.
     tokenizer_processes: worker processes that tokenize (each its own GIL, so converting ids to arrays does
         not hold up the thread launching GPU kernels); 0 tokenizes in-process. None: one per 4 cores, at most 4,
@@ -34,6 +34,9 @@ class EngineConfig:
         for the first one).
     compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile);
         a string is torch.compile's ``mode`` (e.g. "max-autotune-no-cudagraphs").
+    shared_prefix: run the head every input of a call starts with once per call and reuse its keys/values in
+        every input's attention (vLLM's prefix caching): causal LM rerankers with a score template, and causal
+        embedders pooled at the last token with a prompt or template.
     profile: time each call's stages (tokenize, pack, wait, GPU compute, copy back) into ``engine.last_profile``.
     """
 
@@ -46,6 +49,7 @@ class EngineConfig:
     tokenizer_processes: int | None = None
     chunk_size: int | None = None
     compile: bool | str = False
+    shared_prefix: bool = True
     profile: bool = False
 
     def __post_init__(self) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-_TENSORS = ("input_ids", "position_ids", "token_type_ids", "seq_ids", "cu_seqlens", "index")
+_TENSORS = ("input_ids", "position_ids", "token_type_ids", "seq_ids", "cu_seqlens", "index", "cu_seqlens_k", "kv_index")
 
 
 @dataclass
@@ -18,6 +18,11 @@ class PackedBatch:
     seq_ids say which input (0..n-1) a token belongs to. cu_seqlens: (n + 1,) int32 offsets; index: (n,) the
     inputs' positions in the caller's list. Host-side copies (indices, host_lengths, max_len) never need a
     device sync to read.
+
+    With a shared prefix (``prefix``: its token ids), inputs that start with it carry only their own tokens
+    (positions continue after the prefix); attention puts the prefix's keys before theirs: cu_seqlens_k
+    (n + 1,) and max_len_k give the keys' layout, kv_index (total keys,) picks each key row from
+    [prefix rows; this batch's rows].
     """
 
     input_ids: torch.Tensor
@@ -29,6 +34,10 @@ class PackedBatch:
     max_len: int
     indices: np.ndarray
     host_lengths: np.ndarray
+    prefix: np.ndarray | None = None
+    cu_seqlens_k: torch.Tensor | None = None
+    kv_index: torch.Tensor | None = None
+    max_len_k: int = 0
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -51,10 +60,22 @@ class PackedBatch:
 assert set(_TENSORS) <= {f.name for f in fields(PackedBatch)}
 
 
-def pack(ids: list[np.ndarray], type_ids: list[np.ndarray] | None, indices: np.ndarray, offset: int = 0) -> PackedBatch:
+def pack(
+    ids: list[np.ndarray],
+    type_ids: list[np.ndarray] | None,
+    indices: np.ndarray,
+    offset: int = 0,
+    prefix: np.ndarray | None = None,
+) -> PackedBatch:
     """Pack the token arrays at ``indices`` (positions into ``ids``); ``offset`` is added to the indices the
-    batch reports (ids may be one chunk of the caller's list)."""
+    batch reports (ids may be one chunk of the caller's list). ``prefix``: shared prefix ids to take out of
+    every input that starts with them (and has a token past them); not with type ids."""
     chosen = [ids[i] for i in indices]
+    shared = None
+    if prefix is not None and len(prefix) and type_ids is None:
+        size = len(prefix)
+        shared = np.array([len(a) > size and np.array_equal(a[:size], prefix) for a in chosen], dtype=bool)
+        chosen = [a[size:] if cut else a for a, cut in zip(chosen, shared)]
     lengths = np.fromiter((len(a) for a in chosen), dtype=np.int64, count=len(chosen))
     cu = np.zeros(len(chosen) + 1, dtype=np.int64)
     np.cumsum(lengths, out=cu[1:])
@@ -67,6 +88,12 @@ def pack(ids: list[np.ndarray], type_ids: list[np.ndarray] | None, indices: np.n
     if type_ids is not None:
         token_types = torch.from_numpy(np.concatenate([type_ids[i] for i in indices]).astype(np.int64))
     global_indices = np.asarray(indices, dtype=np.int64) + offset
+    keys = {}
+    if shared is not None and shared.any():
+        before = shared.astype(np.int64) * len(prefix)  # prefix tokens in front of each input
+        positions += before[seq_ids]
+        keys = _prefix_keys(before, lengths, cu, len(prefix))
+        keys["prefix"] = prefix
     return PackedBatch(
         input_ids=torch.from_numpy(flat_ids.astype(np.int64, copy=False)),
         position_ids=torch.from_numpy(positions),
@@ -77,4 +104,21 @@ def pack(ids: list[np.ndarray], type_ids: list[np.ndarray] | None, indices: np.n
         max_len=int(lengths.max()) if len(lengths) else 0,
         indices=global_indices,
         host_lengths=lengths,
+        **keys,
     )
+
+
+def _prefix_keys(before: np.ndarray, lengths: np.ndarray, cu: np.ndarray, size: int) -> dict:
+    """Key layout with ``before[i]`` prefix rows ahead of input i's own; kv_index points into
+    [prefix (size rows); the batch's own rows]."""
+    key_lengths = before + lengths
+    cu_k = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(key_lengths, out=cu_k[1:])
+    seq = np.repeat(np.arange(len(lengths), dtype=np.int64), key_lengths)
+    pos = np.arange(int(cu_k[-1]), dtype=np.int64) - cu_k[:-1][seq]
+    index = np.where(pos < before[seq], pos, size + cu[:-1][seq] + pos - before[seq])
+    return {
+        "cu_seqlens_k": torch.from_numpy(cu_k.astype(np.int32)),
+        "kv_index": torch.from_numpy(index),
+        "max_len_k": int(key_lengths.max()),
+    }

@@ -27,7 +27,7 @@ def _chunk_batches(
 ) -> Iterator[PackedBatch]:
     for indices in plan_batches(tokens.lengths, max_tokens, max_sequences):
         with host(profile, "pack + pin (producer)"):
-            batch = pack(tokens.ids, tokens.type_ids, indices, offset=start)
+            batch = pack(tokens.ids, tokens.type_ids, indices, offset=start, prefix=tokens.prefix)
             batch = batch.pin_memory() if pin else batch
         yield batch
 

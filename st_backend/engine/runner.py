@@ -10,6 +10,7 @@ from .. import _compat
 from .architectures import ArchSpec
 from .attention import AttentionBackend, choose, register
 from .packing import PackedBatch
+from .prefix import PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class PackedRunner:
         self.backend = backend
         self.attn_name = register(backend)
         self.position_offset = arch.position_offset(model.config)
+        self.prefixes = PrefixCache(model, self.attn_name, self.position_offset)
         # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
         mode = compile if isinstance(compile, str) else None
         self._call = torch.compile(model, dynamic=True, mode=mode) if compile else model
@@ -43,7 +45,21 @@ class PackedRunner:
             kwargs["token_type_ids"] = batch.token_type_ids[None]
         if self.arch.causal:
             kwargs["use_cache"] = False
+        if batch.kv_index is not None:  # a shared prefix, computed once (engine/prefix.py)
+            keys, values = self.prefixes.get(batch.prefix, batch.input_ids.device)
+            kwargs.update(
+                cu_seq_lens_k=batch.cu_seqlens_k,
+                max_length_k=batch.max_len_k,
+                st_prefix_keys=keys,
+                st_prefix_values=values,
+                st_kv_index=batch.kv_index,
+            )
         return kwargs
+
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether inputs of this model may share a prefix's keys and values (causal, backend supports it)."""
+        return self.arch.causal and self.backend.shared_prefix
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """-> (total_tokens, hidden) last hidden states of the packed row."""

@@ -45,13 +45,29 @@ class ScoreEngine(PackedEngine):
         texts = [(prompt + q, d) for q, d in pairs] if prompt else [tuple(p) for p in pairs]
         return self.tokenizer(texts, max_length)
 
+    def shared_prefix(self, prompt: str | None, device: torch.device):
+        """The template head every pair starts with, when it may run once per call (engine/prefix.py): causal LM
+        rerankers (a decoder classifier reads the last non-pad token, which could fall inside the head)."""
+        if not (self.config.shared_prefix and self.plan.causal and self.template is not None):
+            return None
+        if not self.runner(device).shares_prefixes:
+            return None
+        return self.template.shared_prefix(prompt)
+
     def score(self, req: ScoreRequest, device: torch.device) -> torch.Tensor:
         model = self.plan.hf_model
         prof = self.profile(device)
+        prefix = self.shared_prefix(req.prompt, device)
+
+        def tokenize(start: int, stop: int) -> Tokenized:
+            tokens = self.tokenize(req.pairs[start:stop], req.prompt)
+            tokens.prefix = prefix
+            return tokens
+
         out: torch.Tensor | None = None
         for batch, hidden in self.forward_all(
             len(req.pairs),
-            lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
+            tokenize,
             device,
             req.max_sequences,
             req.show_progress_bar,

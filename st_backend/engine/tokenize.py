@@ -20,11 +20,13 @@ REMOTE_MIN_TEXTS = 64
 
 @dataclass
 class Tokenized:
-    """ids[i] / type_ids[i]: (len_i,) int arrays in input order; lengths: (N,)."""
+    """ids[i] / type_ids[i]: (len_i,) int arrays in input order; lengths: (N,). prefix: ids that the inputs
+    share at their start and that may run once for all of them (engine/prefix.py), or None."""
 
     ids: list[np.ndarray]
     type_ids: list[np.ndarray] | None
     lengths: np.ndarray
+    prefix: np.ndarray | None = None
 
 
 class TextTokenizer:
@@ -45,22 +47,32 @@ class TextTokenizer:
         # and skipping them saves a Python list per text (measured: ids-to-arrays holds the GIL).
         self.single_types_zero = self._spec is not None and _single_types_zero(json.loads(self._spec))
         self._processes = None
+        self.processes_off: str | None = None  # why worker processes are no longer used, once they failed
 
     def use_processes(self, processes: int, rayon_threads: int | None = None) -> None:
-        """Tokenize calls of REMOTE_MIN_TEXTS texts or more in ``processes`` worker processes (started once)."""
-        if self._spec is None or processes < 1 or self._processes is not None:
+        """Tokenize calls of REMOTE_MIN_TEXTS texts or more in ``processes`` worker processes (started once;
+        never again after they failed: then everything is tokenized in-process)."""
+        if self._spec is None or processes < 1 or self._processes is not None or self.processes_off:
             return
-        from .tokenize_procs import TokenizerProcesses
+        from .tokenize_procs import TokenizerProcessError, TokenizerProcesses
 
         with self._lock:
-            if self._processes is None:
-                self._processes = TokenizerProcesses(self._spec, processes, rayon_threads)
+            if self._processes is None and not self.processes_off:
+                try:
+                    self._processes = TokenizerProcesses(self._spec, processes, rayon_threads)
+                except TokenizerProcessError as exc:
+                    self._turn_off(str(exc))
 
     def close(self) -> None:
         """Stop the worker processes, if any (they also stop when this object is collected)."""
         procs, self._processes = self._processes, None
         if procs is not None:
             procs.close()
+
+    def _turn_off(self, why: str) -> None:
+        self.processes_off = why
+        logger.warning("st_backend: tokenizer processes off (%s); tokenizing in-process from now on", why)
+        self.close()
 
     def _backend(self, max_length: int | None):
         if max_length is not None and max_length >= _NO_LIMIT:
@@ -88,35 +100,42 @@ class TextTokenizer:
             return self._slow(texts, max_length, add_special_tokens)
         pairs = bool(texts) and isinstance(texts[0], tuple)
         types = self.token_types and (pairs or not self.single_types_zero)
+        refused = None
         if self._processes is not None and len(texts) >= REMOTE_MIN_TEXTS:
-            remote = self._remote(texts, max_length, add_special_tokens, types)
+            remote, refused = self._remote(texts, max_length, add_special_tokens, types)
             if remote is not None:
                 return remote
+        tokens = self._local(texts, max_length, add_special_tokens, types)  # raises the tokenizer's own error
+        if refused is not None:  # a worker refused what the in-process tokenizer takes: do not trust them
+            self._turn_off(f"a worker refused input the in-process tokenizer accepts: {refused}")
+        return tokens
+
+    def _local(self, texts, max_length: int | None, add_special_tokens: bool, types: bool) -> Tokenized:
         encodings = self._backend(max_length).encode_batch_fast(texts, add_special_tokens=add_special_tokens)
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         type_ids = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings] if types else None
         lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
         return Tokenized(ids, type_ids, lengths)
 
-    def _remote(self, texts, max_length: int | None, special: bool, types: bool) -> Tokenized | None:
-        """The worker processes' answer, or None (then the caller tokenizes in-process, which raises the
-        tokenizer's own error for input it refuses)."""
+    def _remote(self, texts, max_length: int | None, special: bool, types: bool) -> tuple[Tokenized | None, str | None]:
+        """(the worker processes' answer, None), or (None, why a worker refused) / (None, None) after a failure:
+        then the caller tokenizes in-process, which raises the tokenizer's own error for input it refuses."""
         from .tokenize_procs import TokenizerProcessError
 
         procs = self._processes
         if procs is None:
-            return None
+            return None, None
         if max_length is not None and max_length >= _NO_LIMIT:
             max_length = None
         left = getattr(self.hf, "truncation_side", "right") == "left"
         try:
             ids, type_ids, lengths = procs.encode(texts, max_length, special, types, left)
         except TokenizerProcessError as exc:
-            if not procs.alive():
-                logger.warning("st_backend: tokenizer processes stopped (%s); tokenizing in-process from now on", exc)
-                self.close()
-            return None
-        return Tokenized(ids, type_ids, lengths)
+            if exc.refused:
+                return None, str(exc)
+            self._turn_off(f"a worker failed: {exc}")
+            return None, None
+        return Tokenized(ids, type_ids, lengths), None
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token of ``text`` (no special tokens, no truncation)."""

@@ -65,6 +65,15 @@ def _encode(tokenizers: dict, spec: str, header: tuple, texts: list) -> bytes:
 
 
 def main() -> None:
+    import os
+    import signal
+
+    # Run as a script, this file's folder comes first on sys.path, where engine/tokenize.py and profile.py
+    # would shadow the standard library's tokenize and profile modules.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    # Ctrl-C is the parent's to handle; the worker stops when its stdin closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     spec = None
     tokenizers: dict = {}

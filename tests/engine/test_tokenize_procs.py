@@ -123,3 +123,67 @@ def test_encode_and_predict_through_processes_equal_plain_st(tiny_root):
     fast_ce = st_backend.CrossEncoder(path, device="cpu", engine=engine)
     np.testing.assert_allclose(fast_ce.predict(PAIRS), plain_ce.predict(PAIRS), atol=1e-5)
     assert fast_ce.engine().tokenizer._processes is not None
+
+
+def test_a_forked_child_tokenizes_in_process_and_leaves_the_workers_alone(default_model_path, remote_of):
+    import os
+
+    hf = AutoTokenizer.from_pretrained(default_model_path)
+    local, remote = TextTokenizer(hf), remote_of(hf)
+    want = local(TEXTS, 16)
+    pid = os.fork()
+    if pid == 0:  # the child: same answer, in-process; its exit must not stop the parent's workers
+        ok = [a.tolist() for a in remote(TEXTS, 16).ids] == [a.tolist() for a in want.ids]
+        remote.close()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert remote._processes is not None and remote._processes.alive()
+    _same(remote(TEXTS, 16), want)
+
+
+def test_an_interrupt_mid_reply_never_hands_a_stale_reply_to_the_next_call(default_model_path, remote_of, monkeypatch):
+    from st_backend.engine import tokenize_procs
+
+    hf = AutoTokenizer.from_pretrained(default_model_path)
+    local, remote = TextTokenizer(hf), remote_of(hf, processes=1)
+    real_read, calls = tokenize_procs._read, []
+
+    def interrupted(stream, size):
+        if not calls:
+            calls.append(size)
+            raise KeyboardInterrupt
+        return real_read(stream, size)
+
+    monkeypatch.setattr(tokenize_procs, "_read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remote(TEXTS, None)
+    other = [t[::-1] for t in TEXTS]
+    _same(remote(other, None), local(other, None))  # not the interrupted call's reply
+    assert remote.processes_off and remote._processes is None
+
+
+def test_workers_that_cannot_start_leave_tokenization_in_process(default_model_path, monkeypatch, caplog):
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    hf = AutoTokenizer.from_pretrained(default_model_path)
+    tok = TextTokenizer(hf)
+    with caplog.at_level(logging.WARNING, logger="st_backend"):
+        tok.use_processes(2, 1)
+    assert tok._processes is None and "could not start" in tok.processes_off
+    _same(tok(TEXTS, 32), TextTokenizer(hf)(TEXTS, 32))
+    tok.use_processes(2, 1)  # never retried
+    assert tok._processes is None
+
+
+def test_a_worker_refusing_what_in_process_accepts_turns_them_off(default_model_path, remote_of, monkeypatch):
+    from st_backend.engine.tokenize_procs import TokenizerProcessError
+
+    hf = AutoTokenizer.from_pretrained(default_model_path)
+    local, remote = TextTokenizer(hf), remote_of(hf)
+
+    def refuse(*args, **kwargs):
+        raise TokenizerProcessError("ImportError: something in the worker", refused=True)
+
+    monkeypatch.setattr(remote._processes, "encode", refuse)
+    _same(remote(TEXTS, None), local(TEXTS, None))
+    assert "refused" in remote.processes_off and remote._processes is None

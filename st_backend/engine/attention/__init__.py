@@ -112,6 +112,32 @@ def _check_numerics(backend: AttentionBackend, device: torch.device, dtype: torc
     return None
 
 
+def _check_key_prefix(
+    backend: AttentionBackend, device: torch.device, dtype: torch.dtype, window: int | None = None
+) -> str | None:
+    """Causal attention with more keys than queries per sequence (a shared prefix's keys in front) must align
+    the mask (and a sliding window) to the bottom right, as the reference backend does."""
+    gen = torch.Generator().manual_seed(1)
+    q_lengths, k_lengths = [3, 1, 9], [8, 6, 9]
+    cu_q = torch.tensor([0, *torch.tensor(q_lengths).cumsum(0).tolist()], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(k_lengths).cumsum(0).tolist()], dtype=torch.int32)
+    q = torch.randn(sum(q_lengths), 4, 64, generator=gen)
+    k, v = (torch.randn(sum(k_lengths), 2, 64, generator=gen) for _ in range(2))
+    try:
+        packed = PackedAttention(cu_q.to(device), max(q_lengths), cu_k.to(device), max(k_lengths))
+        inputs = (x.to(device, dtype) for x in (q, k, v))
+        got = backend.attend(*inputs, packed, scale=0.125, causal=True, window=window)
+    except Exception as exc:
+        return f"failed with a key prefix ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    packed = PackedAttention(cu_q, max(q_lengths), cu_k, max(k_lengths))
+    ref = ReferenceBackend().attend(q.double(), k.double(), v.double(), packed, scale=0.125, causal=True, window=window)
+    err = (got.double().cpu() - ref).abs().max().item()
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    if err <= tol:
+        return None
+    return f"causal mask (window={window}) with a key prefix differs from the reference: max error {err:.2e}"
+
+
 _PROBES: dict[tuple, ProbeResult] = {}
 
 
@@ -134,8 +160,17 @@ def probe(
             if reason:
                 break
         result.reasons[name] = reason
-        if reason is None and backend.describe():
-            result.notes[name] = backend.describe()
+        notes = [backend.describe()] if reason is None and backend.describe() else []
+        causal_windows = [window for causal, window in layer_kinds if causal]
+        if reason is None and backend.shared_prefix and causal_windows:
+            checks = (_check_key_prefix(backend, device, dtype, w) for w in causal_windows if name != "reference")
+            why = next((c for c in checks if c), None)
+            if why:
+                # The backend still runs, without shared prefixes (for every device: one instance per backend).
+                backend.shared_prefix = False
+            notes.append(f"shared prefixes off: {why}" if why else "shared prefixes")
+        if notes:
+            result.notes[name] = "; ".join(notes)
     _PROBES[key] = result
     return result
 

@@ -9,10 +9,23 @@ import torch
 
 @dataclass(frozen=True)
 class PackedAttention:
-    """The packed layout one attention call sees: ``cu_seqlens`` (n + 1,) int32 on the device, longest length."""
+    """The packed layout one attention call sees: ``cu_seqlens`` (n + 1,) int32 on the device, longest length.
+
+    cu_seqlens_k / max_len_k: the keys' layout when it differs from the queries' (a shared prefix's keys come
+    before each sequence's own); causal masks are then aligned to the bottom right, as flash attention does:
+    query i of a sequence sees keys up to i + (its key length - its query length).
+    """
 
     cu_seqlens: torch.Tensor
     max_len: int
+    cu_seqlens_k: torch.Tensor | None = None
+    max_len_k: int = 0
+
+    @property
+    def keys(self) -> tuple[torch.Tensor, int]:
+        if self.cu_seqlens_k is None:
+            return self.cu_seqlens, self.max_len
+        return self.cu_seqlens_k, self.max_len_k
 
 
 class AttentionBackend:
@@ -23,6 +36,8 @@ class AttentionBackend:
     """
 
     name: str = ""
+    # Whether attend() takes keys laid out apart from the queries (PackedAttention.cu_seqlens_k).
+    shared_prefix: bool = False
 
     def why_not(self, device: torch.device, dtype: torch.dtype) -> str | None:
         raise NotImplementedError
@@ -87,10 +102,20 @@ def hf_attention_function(backend: AttentionBackend):
         # transformers' sliding_window counts the token itself (flash's window is sliding_window - 1 each side).
         window = None if sliding_window is None else int(sliding_window) - 1
         packed = PackedAttention(cu_seqlens=cu, max_len=int(kwargs.get("max_length_q") or 0))
+        key, value = key[0].transpose(0, 1), value[0].transpose(0, 1)
+        capture = kwargs.get("st_capture")
+        if capture is not None:  # computing a shared prefix's keys/values (engine/prefix.py)
+            capture[module.layer_idx] = (key, value)
+        prefix_keys = kwargs.get("st_prefix_keys")
+        if prefix_keys is not None:  # a shared prefix's keys/values go in front of each input's own
+            index = kwargs["st_kv_index"]
+            key = torch.cat([prefix_keys[module.layer_idx], key])[index]
+            value = torch.cat([kwargs["st_prefix_values"][module.layer_idx], value])[index]
+            packed = PackedAttention(cu, packed.max_len, kwargs["cu_seq_lens_k"], int(kwargs["max_length_k"]))
         out = backend.attend(
             query[0].transpose(0, 1),
-            key[0].transpose(0, 1),
-            value[0].transpose(0, 1),
+            key,
+            value,
             packed,
             scale=scale,
             causal=causal,

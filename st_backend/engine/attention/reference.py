@@ -8,38 +8,50 @@ import torch.nn.functional as F
 from .base import AttentionBackend, PackedAttention, repeat_kv
 
 
+class _Grid:
+    """Scatter indices from one packed row to a (n, max_len) grid."""
+
+    def __init__(self, cu: torch.Tensor) -> None:
+        cu = cu.long()
+        self.lengths = cu[1:] - cu[:-1]
+        self.n = self.lengths.shape[0]
+        self.max_len = int(self.lengths.max()) if self.n else 0
+        seq = torch.repeat_interleave(torch.arange(self.n, device=cu.device), self.lengths)
+        pos = torch.arange(int(cu[-1]), device=cu.device) - cu[:-1][seq]
+        self.flat_index = seq * self.max_len + pos
+
+
 class _Layout:
-    """Scatter indices from the packed row to a (n, max_len) grid, built once per batch."""
+    """Query and key grids of one batch, built once per batch (the keys' may differ: a shared prefix)."""
 
     def __init__(self, packed: PackedAttention) -> None:
-        cu = packed.cu_seqlens.long()
-        lengths = cu[1:] - cu[:-1]
-        n = lengths.shape[0]
-        max_len = int(lengths.max()) if n else 0
-        total = int(cu[-1])
-        seq = torch.repeat_interleave(torch.arange(n, device=cu.device), lengths)
-        pos = torch.arange(total, device=cu.device) - cu[:-1][seq]
-        self.flat_index = seq * max_len + pos
-        self.n, self.max_len = n, max_len
-        self.key_valid = torch.arange(max_len, device=cu.device)[None, :] < lengths[:, None]  # (n, L)
+        self.q = _Grid(packed.cu_seqlens)
+        self.k = self.q if packed.cu_seqlens_k is None else _Grid(packed.cu_seqlens_k)
+        self.n = self.q.n
+        device = packed.cu_seqlens.device
+        self.key_valid = torch.arange(self.k.max_len, device=device)[None, :] < self.k.lengths[:, None]  # (n, Lk)
+        self.shift = self.k.lengths - self.q.lengths  # bottom-right alignment of causal masks
 
     def mask(self, causal: bool, window: int | None) -> torch.Tensor:
-        """(n, 1, L, L) bool: True where a query may attend a key."""
+        """(n, 1, Lq, Lk) bool: True where a query may attend a key."""
         m = self.key_valid[:, None, None, :]
         if causal or window is not None:
-            idx = torch.arange(self.max_len, device=m.device)
-            rel = idx[None, :] - idx[:, None]  # key - query
+            device = m.device
+            qi = torch.arange(self.q.max_len, device=device)
+            ki = torch.arange(self.k.max_len, device=device)
+            rel = ki[None, None, :] - qi[None, :, None] - self.shift[:, None, None]  # key - query, (n, Lq, Lk)
             allowed = torch.ones_like(rel, dtype=torch.bool)
             if causal:
                 allowed &= rel <= 0
             if window is not None:
                 allowed &= rel.abs() <= window
-            m = m & allowed[None, None]
+            m = m & allowed[:, None]
         return m
 
 
 class ReferenceBackend(AttentionBackend):
     name = "reference"
+    shared_prefix = True
 
     def __init__(self) -> None:
         self._cache: tuple[torch.Tensor, _Layout] | None = None
@@ -49,8 +61,9 @@ class ReferenceBackend(AttentionBackend):
 
     def _layout(self, packed: PackedAttention) -> _Layout:
         # Every layer of one forward gets the same cu_seqlens tensor: build the indices once.
-        if self._cache is None or self._cache[0] is not packed.cu_seqlens:
-            self._cache = (packed.cu_seqlens, _Layout(packed))
+        key = (packed.cu_seqlens, packed.cu_seqlens_k)
+        if self._cache is None or any(a is not b for a, b in zip(self._cache[0], key)):
+            self._cache = (key, _Layout(packed))
         return self._cache[1]
 
     def attend(self, q, k, v, packed, *, scale, causal, window):
@@ -58,13 +71,13 @@ class ReferenceBackend(AttentionBackend):
         heads = q.shape[1]
         k, v = repeat_kv(k, heads), repeat_kv(v, heads)
 
-        def grid(x: torch.Tensor) -> torch.Tensor:
-            out = x.new_zeros(layout.n * layout.max_len, heads, x.shape[-1])
-            out[layout.flat_index] = x
-            return out.view(layout.n, layout.max_len, heads, x.shape[-1]).transpose(1, 2)
+        def grid(x: torch.Tensor, g: _Grid) -> torch.Tensor:
+            out = x.new_zeros(g.n * g.max_len, heads, x.shape[-1])
+            out[g.flat_index] = x
+            return out.view(g.n, g.max_len, heads, x.shape[-1]).transpose(1, 2)
 
         out = F.scaled_dot_product_attention(
-            grid(q), grid(k), grid(v), attn_mask=layout.mask(causal, window), scale=scale
+            grid(q, layout.q), grid(k, layout.k), grid(v, layout.k), attn_mask=layout.mask(causal, window), scale=scale
         )
-        out = out.transpose(1, 2).reshape(layout.n * layout.max_len, heads, v.shape[-1])
-        return out[layout.flat_index]
+        out = out.transpose(1, 2).reshape(layout.n * layout.q.max_len, heads, v.shape[-1])
+        return out[layout.q.flat_index]

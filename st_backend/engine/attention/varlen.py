@@ -19,6 +19,7 @@ def _varlen_attn():
 
 class VarlenBackend(AttentionBackend):
     name = "varlen"
+    shared_prefix = True
 
     def __init__(self) -> None:
         fn = _varlen_attn()
@@ -77,6 +78,7 @@ class VarlenBackend(AttentionBackend):
             kwargs["window_size"] = (left, 0 if causal else left)
         elif causal:
             kwargs["is_causal"] = True
-        cu = packed.cu_seqlens
+        cu, (cu_k, max_k) = packed.cu_seqlens, packed.keys
         max_len = packed.max_len or int((cu[1:] - cu[:-1]).max())
-        return self._fn(q, k, v, cu, cu, max_len, max_len, scale=scale, **kwargs)
+        max_k = max_k or int((cu_k[1:] - cu_k[:-1]).max())
+        return self._fn(q, k, v, cu, cu_k, max_len, max_k, scale=scale, **kwargs)

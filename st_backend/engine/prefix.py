@@ -1,0 +1,71 @@
+"""A token prefix that every input of a call shares (an LLM reranker's template head and instruction): its
+keys and values are computed once per layer and put in front of each input's own inside attention, so its
+tokens run through the model once per prefix instead of once per input (vLLM's prefix caching, for one
+prefix). Causal models only: there a token's keys and values do not depend on the tokens after it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .. import _compat
+
+# Shorter shared prefixes are not worth a second forward and a gather per layer.
+MIN_PREFIX_TOKENS = 4
+# Two texts that differ from their first character: what a template or prompt puts before both is the head.
+PROBE_TEXTS = ("first probe query", "second query text")
+
+
+def common_prefix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The longest run of ids both arrays start with."""
+    size = min(len(first), len(second))
+    differs = np.flatnonzero(first[:size] != second[:size])
+    return first[: differs[0] if len(differs) else size]
+
+
+class PrefixCache:
+    """Per-layer keys and values of the prefixes of the current call, computed with the eager model and the
+    packed backend."""
+
+    def __init__(self, model: torch.nn.Module, attn_name: str, position_offset: int, capacity: int = 4) -> None:
+        self.model = model
+        self.attn_name = attn_name
+        self.position_offset = position_offset
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def clear(self) -> None:
+        """Forget every prefix: called at the start of each call, since weights may change between calls."""
+        self._entries.clear()
+
+    def get(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(layers, len(ids), kv_heads, head_dim) keys and values of ``ids`` at positions 0..len-1."""
+        dtype = next(self.model.parameters()).dtype
+        key = (ids.tobytes(), str(device), dtype)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        size = len(ids)
+        cu = torch.tensor([0, size], dtype=torch.int32, device=device)
+        captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad(), _compat.attention_implementation(self.model, self.attn_name):
+            self.model(
+                input_ids=torch.as_tensor(ids, dtype=torch.long, device=device)[None],
+                position_ids=(torch.arange(size, device=device) + self.position_offset)[None],
+                cu_seq_lens_q=cu,
+                cu_seq_lens_k=cu,
+                max_length_q=size,
+                max_length_k=size,
+                use_cache=False,
+                st_capture=captured,
+            )
+        layers = sorted(captured)
+        if layers != list(range(len(layers))):
+            raise RuntimeError(f"shared prefix: attention layers reported indices {layers}, expected 0..n-1")
+        entry = (torch.stack([captured[i][0] for i in layers]), torch.stack([captured[i][1] for i in layers]))
+        self._entries[key] = entry
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return entry
