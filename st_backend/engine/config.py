@@ -21,10 +21,11 @@ class EngineConfig:
     dtype: cast the model to this dtype at load (None keeps what ST loaded).
     xformers_torch_ops: allow xformers operators that run on PyTorch's own kernels when its compiled
         CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
-    tokenizer_threads: worker threads that tokenize ahead of the GPU (None: one per tokenizer process, else 1). Each call already spreads over
-        every core through the tokenizers library's own thread pool; more callers only compete for it (measured
-        on the H100 host, 16 cores, all-MiniLM-L6-v2 end to end: 1 thread 2.47 M tokens/s, 2: 2.00 M, 4: 1.83 M; with tokenizer processes each needs its own thread).
-        With that pool turned off (TOKENIZERS_PARALLELISM=false), None means one thread per core, up to 8.
+    tokenizer_threads: worker threads that tokenize ahead of the GPU (None: one per tokenizer process, else 1).
+        In-process, each call already spreads over every core through the tokenizers library's own thread pool;
+        more callers only compete for it (measured on the H100 host, 16 cores, all-MiniLM-L6-v2 end to end:
+        1 thread 2.47 M tokens/s, 2: 2.00 M, 4: 1.83 M). With that pool turned off (TOKENIZERS_PARALLELISM=false),
+        None means one thread per core, up to 8.
     tokenizer_processes: worker processes that tokenize (each its own GIL, so converting ids to arrays does
         not hold up the thread launching GPU kernels); 0 tokenizes in-process. None: one per 4 cores, at most 4,
         on CUDA hosts of 8 cores or more, else 0 (CPU inference needs its cores for the model). Measured on the

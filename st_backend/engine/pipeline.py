@@ -58,7 +58,8 @@ def packed_batches(
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
     chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks (growing to
-    chunk_size, see chunk_bounds) are tokenized by ``threads`` workers and packed (and pinned if ``pin``) by a producer thread, ``prefetch`` batches ahead.
+    chunk_size, see chunk_bounds) are tokenized by ``threads`` workers and packed (and pinned if ``pin``) by a
+    producer thread, ``prefetch`` batches ahead.
     profile: an engine Profile that times tokenization, packing and the consumer's waits.
     """
     if n == 0:
