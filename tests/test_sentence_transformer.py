@@ -150,6 +150,11 @@ def test_engine_settings_are_not_encode_kwargs(tiny_root):
         ({"max_batch_sequences": 0}, "max_batch_sequences"),
         ({"attention": "flash"}, "attention"),
         ({"dtype": "float17"}, "dtype"),
+        ({"tokenizer_processes": -1}, "tokenizer_processes"),
+        ({"chunk_size": 0}, "chunk_size"),
+        # CUDA-graph modes overwrite a batch's outputs at the next batch, while the engine keeps them all.
+        ({"compile": "reduce-overhead"}, "compile mode"),
+        ({"compile": "max-autotune"}, "compile mode"),
     ],
 )
 def test_engine_config_rejects_bad_values(kwargs, match):

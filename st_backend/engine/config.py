@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 ATTENTION_CHOICES = ("auto", "reference", "varlen", "xformers")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class EngineConfig:
         smaller with more than two tokenizer processes (each process tokenizes a chunk alone, and the GPU waits
         for the first one).
     compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile);
-        a string is torch.compile's ``mode`` (e.g. "max-autotune-no-cudagraphs").
+        a string is torch.compile's ``mode``: "default" or "max-autotune-no-cudagraphs" (the CUDA-graph modes
+        reuse their output buffers at the next batch, while the engine keeps every batch's outputs).
     shared_prefix: run the head every input of a call starts with once per call and reuse its keys/values in
         every input's attention (vLLM's prefix caching): causal LM rerankers with a score template, and causal
         embedders pooled at the last token with a prompt or template.
@@ -64,6 +66,11 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.tokenizer_processes must be >= 0, got {self.tokenizer_processes}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"EngineConfig.chunk_size must be >= 1, got {self.chunk_size}")
+        if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
+            raise ValueError(
+                f"EngineConfig.compile mode {self.compile!r} is not supported; use True or one of {COMPILE_MODES} "
+                "(CUDA-graph modes overwrite a batch's outputs at the next batch)"
+            )
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
         if isinstance(self.dtype, str):
