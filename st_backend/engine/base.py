@@ -59,7 +59,7 @@ class PackedEngine:
                 n,
                 tokenize,
                 device,
-                max_tokens=self.config.token_budget(device),
+                max_tokens=self.config.token_budget(device, self.runners.model.config, self.runners.dtype),
                 max_sequences=self.config.max_batch_sequences or max_sequences,
                 feeding=self.config.feeding(device),
                 profile=profile,

@@ -9,6 +9,9 @@ import torch
 
 ATTENTION_CHOICES = ("auto", "reference", "varlen", "xformers")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+CUDA_TOKEN_BUDGET = 65536  # best measured for BERT-base and Qwen3-0.6B on the H100 (the GPU issue's prototype)
+MIN_CUDA_TOKEN_BUDGET = 2048
+FREE_MEMORY_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,8 @@ class EngineConfig:
     """How the packed engine batches and runs a model.
 
     max_batch_tokens: token budget of one packed batch (sum of real tokens, no padding); None: 4,096 on
-        CPU, 65,536 on CUDA (activations of one layer for 65k tokens stay near 1 GB even at 0.6B size).
+        CPU, 65,536 on CUDA, less where a quarter of the free device memory cannot hold one layer's
+        activations for that many tokens (see token_budget).
     max_batch_sequences: cap on sequences per batch; None means ``encode(batch_size=...)`` is the cap.
     attention: "auto" (probe and pick the fastest backend that works here), or one backend by name.
     dtype: cast the model to this dtype at load (None keeps what ST loaded).
@@ -79,11 +83,25 @@ class EngineConfig:
                 raise ValueError(f"EngineConfig.dtype {self.dtype!r} is not a torch dtype name")
             object.__setattr__(self, "dtype", resolved)
 
-    def token_budget(self, device: torch.device) -> int:
+    def token_budget(self, device: torch.device, model_config=None, dtype: torch.dtype | None = None) -> int:
+        """Tokens per packed batch: max_batch_tokens if set; on CPU 4,096 (the reference backend pads inside
+        attention, and smaller batches measured faster there); on CUDA 65,536, or fewer when one layer's
+        activations for that many tokens would take more than a quarter of the device's free memory."""
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
-        # On CPU the reference backend pads inside attention, and smaller batches measured faster there.
-        return 65536 if device.type == "cuda" else 4096
+        if device.type != "cuda":
+            return 4096
+        hidden = getattr(model_config, "hidden_size", None)
+        if not hidden:
+            return CUDA_TOKEN_BUDGET
+        intermediate = getattr(model_config, "intermediate_size", None) or 4 * hidden
+        itemsize = torch.empty(0, dtype=dtype or torch.float16).element_size()
+        # Live at once in one layer: residual, normed input, q/k/v, attention output (~6 x hidden), and the
+        # MLP's up / gate / activation (~3 x intermediate).
+        per_token = itemsize * (6 * hidden + 3 * intermediate)
+        free, _ = torch.cuda.mem_get_info(device)
+        fits = int(free * FREE_MEMORY_SHARE // per_token) // 1024 * 1024
+        return max(MIN_CUDA_TOKEN_BUDGET, min(CUDA_TOKEN_BUDGET, fits))
 
     def processes(self, device: torch.device) -> int:
         """How many tokenizer worker processes feed ``device`` (0: tokenize in-process)."""

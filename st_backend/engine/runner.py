@@ -77,8 +77,12 @@ class RunnerCache:
         self.config = config
         self._runners: dict[tuple[str, torch.dtype], PackedRunner] = {}
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     def get(self, device: torch.device) -> PackedRunner:
-        dtype = next(self.model.parameters()).dtype
+        dtype = self.dtype
         key = (str(device), dtype)
         if key not in self._runners:
             backend, result = choose(

@@ -36,3 +36,28 @@ def test_ties_keep_input_order():
 
 def test_empty_input_has_no_batches():
     assert plan_batches(np.array([], dtype=np.int64), 100, 4) == []
+
+
+def test_cuda_token_budget_follows_the_model_and_free_memory(monkeypatch):
+    import torch
+    from transformers import PretrainedConfig
+
+    from st_backend.engine.config import CUDA_TOKEN_BUDGET, MIN_CUDA_TOKEN_BUDGET, EngineConfig
+
+    cuda = torch.device("cuda")
+    free = {"bytes": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 2**30))
+    small = PretrainedConfig(hidden_size=768, intermediate_size=3072)
+    big = PretrainedConfig(hidden_size=3584, intermediate_size=18944)  # a 7B-size decoder
+    config = EngineConfig()
+    assert config.token_budget(cuda, small, torch.float16) == CUDA_TOKEN_BUDGET  # plenty of room
+    free["bytes"] = 8 * 2**30
+    per_token = 2 * (6 * 3584 + 3 * 18944)  # fp16 bytes of one layer's activations per token
+    want = int(8 * 2**30 * 0.25 // per_token) // 1024 * 1024
+    assert config.token_budget(cuda, big, torch.float16) == want < CUDA_TOKEN_BUDGET
+    assert config.token_budget(cuda, big, torch.float32) < want  # wider activations, fewer tokens
+    free["bytes"] = 2**20
+    assert config.token_budget(cuda, big, torch.float16) == MIN_CUDA_TOKEN_BUDGET
+    assert EngineConfig(max_batch_tokens=123).token_budget(cuda, big, torch.float16) == 123  # as set
+    assert config.token_budget(torch.device("cpu"), big) == 4096
+    assert config.token_budget(cuda, None) == CUDA_TOKEN_BUDGET  # no sizes known
