@@ -74,7 +74,9 @@ def cmd_compare(args) -> int:
 
     path = resolve_model(args.model)
     plain = sentence_transformers.SentenceTransformer(path, device=args.device)
-    fast = SentenceTransformer(path, device=args.device, engine=EngineConfig(attention=args.attention))
+    fast = SentenceTransformer(
+        path, device=args.device, engine=EngineConfig(attention=args.attention, dtype=None)
+    )  # ST's own dtype: a fidelity check
     if args.sts:
         s1, s2, gold = read_sts(args.sts)
         texts = s1 + s2

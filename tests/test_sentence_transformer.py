@@ -226,3 +226,22 @@ def test_chat_template_argument_for_embeddings(tiny_root, tmp_path):
         str(path), device="cpu", processor_kwargs={"chat_template": INSTRUCT_TEMPLATE}
     )
     assert_same_output(fast.encode(TEXTS[:3], prompt="Find it"), plain.encode(TEXTS[:3], prompt="Find it"))
+
+
+def test_auto_dtype_is_half_precision_on_cuda_only(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    auto = EngineConfig()
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert auto.load_dtype(cuda, False, torch.float32) == torch.float16  # encoders
+    assert auto.load_dtype(cuda, True, torch.float32) == torch.bfloat16  # decoders can overflow float16
+    assert auto.load_dtype(cuda, True, torch.float16) is None  # loaded in a chosen dtype: kept
+    assert auto.load_dtype(cpu, False, torch.float32) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert auto.load_dtype(cuda, True, torch.float32) == torch.float16
+    assert EngineConfig(dtype=None).load_dtype(cuda, False, torch.float32) is None
+    assert EngineConfig(dtype="bfloat16").load_dtype(cpu, False, torch.float32) == torch.bfloat16
+
+
+def test_auto_dtype_keeps_float32_on_cpu(tiny_root):
+    fast = st_backend.SentenceTransformer(str(build_st_dir("qwen3", tiny_root)), device="cpu")
+    assert fast.engine_config.dtype == "auto" and next(fast.parameters()).dtype == torch.float32

@@ -23,7 +23,9 @@ class EngineConfig:
         activations for that many tokens (see token_budget).
     max_batch_sequences: cap on sequences per batch; None means ``encode(batch_size=...)`` is the cap.
     attention: "auto" (probe and pick the fastest backend that works here), or one backend by name.
-    dtype: cast the model to this dtype at load (None keeps what ST loaded).
+    dtype: cast the model to this dtype at load. "auto" (default): on CUDA, a model ST loaded in float32 runs in
+        float16, a decoder in bfloat16 where the GPU has it (decoders can overflow float16), as serving engines
+        do; on CPU, and for a model loaded in another dtype, what ST loaded. None: always what ST loaded.
     xformers_torch_ops: allow xformers operators that run on PyTorch's own kernels when its compiled
         CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
     tokenizer_threads: worker threads that tokenize ahead of the GPU (None: one per tokenizer process, else 1).
@@ -50,7 +52,7 @@ class EngineConfig:
     max_batch_tokens: int | None = None
     max_batch_sequences: int | None = None
     attention: str = "auto"
-    dtype: torch.dtype | str | None = None
+    dtype: torch.dtype | str | None = "auto"
     xformers_torch_ops: bool = False
     tokenizer_threads: int | None = None
     tokenizer_processes: int | None = None
@@ -77,11 +79,38 @@ class EngineConfig:
             )
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
-        if isinstance(self.dtype, str):
+        if isinstance(self.dtype, str) and self.dtype != "auto":
             resolved = getattr(torch, self.dtype, None)
             if not isinstance(resolved, torch.dtype):
                 raise ValueError(f"EngineConfig.dtype {self.dtype!r} is not a torch dtype name")
             object.__setattr__(self, "dtype", resolved)
+
+    def load_dtype(self, device: torch.device, causal: bool, loaded: torch.dtype) -> torch.dtype | None:
+        """The dtype a freshly loaded model is cast to (None: keep ``loaded``)."""
+        if self.dtype != "auto":
+            return self.dtype
+        if device.type != "cuda" or loaded != torch.float32:
+            return None
+        if causal and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+
+    def cast(self, model: torch.nn.Module) -> None:
+        """Cast a freshly loaded ST model as ``dtype`` says (its device, and whether it is a decoder, decide "auto")."""
+        params = next(model.parameters(), None)
+        if params is None:
+            return
+        from transformers import PretrainedConfig
+
+        from .architectures import spec_for
+
+        hf_config = next(
+            (m.config for m in model.modules() if isinstance(getattr(m, "config", None), PretrainedConfig)), None
+        )
+        spec = spec_for(hf_config) if hf_config is not None else None
+        target = self.load_dtype(params.device, bool(spec and spec.causal), params.dtype)
+        if target is not None and target != params.dtype:
+            model.to(target)
 
     def token_budget(self, device: torch.device, model_config=None, dtype: torch.dtype | None = None) -> int:
         """Tokens per packed batch: max_batch_tokens if set; on CPU 4,096 (the reference backend pads inside

@@ -46,8 +46,7 @@ class CrossEncoder(sentence_transformers.CrossEncoder):
     ) -> None:
         super().__init__(*args, **with_chat_template(kwargs, chat_template))
         self.engine_config = engine if engine is not None else EngineConfig()
-        if self.engine_config.dtype is not None:
-            self.to(self.engine_config.dtype)
+        self.engine_config.cast(self)
         self._st_engine: ScoreEngine | str | None = None
         engine_or_reason = self.engine()
         if isinstance(engine_or_reason, ScoreEngine) and engine_or_reason.template is not None:

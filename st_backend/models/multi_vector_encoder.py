@@ -65,8 +65,7 @@ class MultiVectorEncoder(sentence_transformers.MultiVectorEncoder):
         self.truncate_dim = truncate_dim
         self.matryoshka.check(truncate_dim, self.get_embedding_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
-        if self.engine_config.dtype is not None:
-            self.to(self.engine_config.dtype)
+        self.engine_config.cast(self)
         self._st_engines: dict[str | None, MultiVectorEngine | str] = {}
 
     def _parse_model_config(self, model_config: dict[str, Any]) -> None:

@@ -53,8 +53,7 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
         self.matryoshka = Matryoshka.resolve(matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config)
         self.matryoshka.check(self.truncate_dim, self._full_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
-        if self.engine_config.dtype is not None:
-            self.to(self.engine_config.dtype)
+        self.engine_config.cast(self)
         self._st_engines: dict[str | None, EmbedEngine | str] = {}
 
     def _parse_model_config(self, model_config: dict[str, Any]) -> None:
