@@ -230,18 +230,37 @@ def test_chat_template_argument_for_embeddings(tiny_root, tmp_path):
 
 def test_auto_dtype_is_half_precision_on_cuda_only(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    auto = EngineConfig()
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    auto = EngineConfig(dtype="auto")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
     assert auto.load_dtype(cuda, False, torch.float32) == torch.float16  # encoders
     assert auto.load_dtype(cuda, True, torch.float32) == torch.bfloat16  # decoders can overflow float16
     assert auto.load_dtype(cuda, True, torch.float16) is None  # loaded in a chosen dtype: kept
     assert auto.load_dtype(cpu, False, torch.float32) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))  # no native bfloat16
     assert auto.load_dtype(cuda, True, torch.float32) == torch.float16
-    assert EngineConfig(dtype=None).load_dtype(cuda, False, torch.float32) is None
+    assert EngineConfig().dtype is None and EngineConfig().load_dtype(cuda, False, torch.float32) is None
     assert EngineConfig(dtype="bfloat16").load_dtype(cpu, False, torch.float32) == torch.bfloat16
 
 
-def test_auto_dtype_keeps_float32_on_cpu(tiny_root):
+def test_auto_dtype_casts_only_models_the_engine_runs(tiny_root, monkeypatch):
+    from transformers import AutoModel, BertConfig, PretrainedConfig
+
+    asked = []
+
+    def load_dtype(self, device, causal, loaded):
+        asked.append(causal)
+        return torch.float16  # as on a CUDA device
+
+    monkeypatch.setattr(EngineConfig, "load_dtype", load_dtype)
+    bert = AutoModel.from_config(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
+    EngineConfig(dtype="auto").cast(bert)
+    assert asked == [False] and next(bert.parameters()).dtype == torch.float16
+    other = torch.nn.Linear(4, 4)
+    other.config = PretrainedConfig()  # model_type "" : not a registered architecture
+    EngineConfig(dtype="auto").cast(other)
+    assert asked == [False] and other.weight.dtype == torch.float32  # plain ST runs it, in ST's dtype
+    EngineConfig(dtype="auto").cast(torch.nn.Module())  # no parameters: nothing to do
     fast = st_backend.SentenceTransformer(str(build_st_dir("qwen3", tiny_root)), device="cpu")
-    assert fast.engine_config.dtype == "auto" and next(fast.parameters()).dtype == torch.float32
+    assert next(fast.parameters()).dtype == torch.float32 and asked == [False]  # the default casts nothing

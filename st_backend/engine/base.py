@@ -28,6 +28,13 @@ class PackedEngine:
         self.template = ChatTemplate(plan.tokenizer, template, self.tokenizer) if template else None
         self.runners = RunnerCache(model if model is not None else plan.hf_model, plan.arch, config)
         self.last_profile: dict[str, float] | None = None
+        self._budgets: dict[tuple[str, torch.dtype], int] = {}  # one budget per device: batches never drift
+
+    def token_budget(self, device: torch.device) -> int:
+        key = (str(device), self.runners.dtype)
+        if key not in self._budgets:
+            self._budgets[key] = self.config.token_budget(device, self.runners.model.config, self.runners.dtype)
+        return self._budgets[key]
 
     def runner(self, device: torch.device) -> PackedRunner:
         return self.runners.get(device)
@@ -59,7 +66,7 @@ class PackedEngine:
                 n,
                 tokenize,
                 device,
-                max_tokens=self.config.token_budget(device, self.runners.model.config, self.runners.dtype),
+                max_tokens=self.token_budget(device),
                 max_sequences=self.config.max_batch_sequences or max_sequences,
                 feeding=self.config.feeding(device),
                 profile=profile,

@@ -23,9 +23,11 @@ class EngineConfig:
         activations for that many tokens (see token_budget).
     max_batch_sequences: cap on sequences per batch; None means ``encode(batch_size=...)`` is the cap.
     attention: "auto" (probe and pick the fastest backend that works here), or one backend by name.
-    dtype: cast the model to this dtype at load. "auto" (default): on CUDA, a model ST loaded in float32 runs in
-        float16, a decoder in bfloat16 where the GPU has it (decoders can overflow float16), as serving engines
-        do; on CPU, and for a model loaded in another dtype, what ST loaded. None: always what ST loaded.
+    dtype: cast the model to this dtype at load. None (default): what ST loaded, so outputs have ST's dtype
+        (ST returns float16 arrays from a float16 model, which code written for float32 may not take). "auto": on
+        a CUDA device at load, a model the engine runs (registered architecture) that ST loaded in float32 runs in
+        float16, a decoder in bfloat16 where the GPU has it natively (decoders can overflow float16), as serving
+        engines do; anything else keeps what ST loaded.
     xformers_torch_ops: allow xformers operators that run on PyTorch's own kernels when its compiled
         CUDA operators do not load (lifts xformers' build check; reported by ``st-backend info``).
     tokenizer_threads: worker threads that tokenize ahead of the GPU (None: one per tokenizer process, else 1).
@@ -52,7 +54,7 @@ class EngineConfig:
     max_batch_tokens: int | None = None
     max_batch_sequences: int | None = None
     attention: str = "auto"
-    dtype: torch.dtype | str | None = "auto"
+    dtype: torch.dtype | str | None = None
     xformers_torch_ops: bool = False
     tokenizer_threads: int | None = None
     tokenizer_processes: int | None = None
@@ -91,23 +93,26 @@ class EngineConfig:
             return self.dtype
         if device.type != "cuda" or loaded != torch.float32:
             return None
-        if causal and torch.cuda.is_bf16_supported():
+        if causal and torch.cuda.get_device_capability(device)[0] >= 8:  # native bfloat16 (Ampere and later)
             return torch.bfloat16
         return torch.float16
 
     def cast(self, model: torch.nn.Module) -> None:
-        """Cast a freshly loaded ST model as ``dtype`` says (its device, and whether it is a decoder, decide "auto")."""
+        """Cast a freshly loaded ST model as ``dtype`` says ("auto": its device and architecture decide)."""
         params = next(model.parameters(), None)
-        if params is None:
+        if params is None or self.dtype is None:
             return
         from transformers import PretrainedConfig
 
         from .architectures import spec_for
 
-        hf_config = next(
-            (m.config for m in model.modules() if isinstance(getattr(m, "config", None), PretrainedConfig)), None
-        )
+        if self.dtype == "auto" and getattr(model, "_placement_is_delegated", False):
+            return  # a device_map spreads the model: leave its placement and dtypes to it
+        configs = (getattr(m, "config", None) for m in model.modules())
+        hf_config = next((c for c in configs if isinstance(c, PretrainedConfig)), None)
         spec = spec_for(hf_config) if hf_config is not None else None
+        if self.dtype == "auto" and spec is None:
+            return  # not an architecture the engine runs: plain ST runs it, in ST's dtype
         target = self.load_dtype(params.device, bool(spec and spec.causal), params.dtype)
         if target is not None and target != params.dtype:
             model.to(target)
@@ -129,6 +134,7 @@ class EngineConfig:
         # MLP's up / gate / activation (~3 x intermediate).
         per_token = itemsize * (6 * hidden + 3 * intermediate)
         free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's own cache
         fits = int(free * FREE_MEMORY_SHARE // per_token) // 1024 * 1024
         return max(MIN_CUDA_TOKEN_BUDGET, min(CUDA_TOKEN_BUDGET, fits))
 
