@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine.prefix import PROBE_TEXTS, shared_head
 from .engine.tokenize import TextTokenizer, Tokenized
 
 PAIR_ROLES = ("query", "document")
-_PROBES = (("first probe query", "first probe document"), ("second query text", "second document text"))
+_PROBES = ((PROBE_TEXTS[0], "first probe document"), (PROBE_TEXTS[1], "second document text"))
 
 
 def load_chat_template(value: str | os.PathLike) -> str:
@@ -83,16 +84,13 @@ class ChatTemplate:
             )
 
     def shared_prefix(self, instruction: str | None, arity: int = 2) -> np.ndarray | None:
-        """Token ids every render of ``arity`` texts starts with (the template's head and instruction), less the
-        last one (it may merge with a text's first characters); None when shorter than MIN_PREFIX_TOKENS."""
-        from .engine.prefix import MIN_PREFIX_TOKENS, common_prefix
-
+        """Token ids every render of ``arity`` texts starts with (the template's head and instruction): see
+        engine.prefix.shared_head."""
         key = (instruction or "", arity)
         if key not in self._prefixes:
             probes = [p if arity == 2 else p[:1] for p in _PROBES[:2]]
             probes = self.tokenizer([self.render(p, instruction) for p in probes], None, False).ids
-            ids = common_prefix(probes[0], probes[1])[:-1]
-            self._prefixes[key] = ids if len(ids) >= MIN_PREFIX_TOKENS else None
+            self._prefixes[key] = shared_head(*probes)
         return self._prefixes[key]
 
     def encode(

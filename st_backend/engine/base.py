@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from tqdm.autonotebook import tqdm
 
@@ -39,6 +40,11 @@ class PackedEngine:
     def runner(self, device: torch.device) -> PackedRunner:
         return self.runners.get(device)
 
+    def shares_prefixes(self, device: torch.device) -> bool:
+        """Whether inputs may share a prefix's keys/values here: allowed by the config, a causal model, and a
+        backend that takes a key layout apart from the queries'."""
+        return self.config.shared_prefix and self.runner(device).shares_prefixes
+
     def profile(self, device: torch.device) -> Profile | None:
         return Profile(device) if self.config.profile else None
 
@@ -55,8 +61,18 @@ class PackedEngine:
         show_progress_bar: bool,
         profile: Profile | None,
         desc: str = "Inputs",
+        prefix: np.ndarray | None = None,
     ) -> Iterator[tuple[PackedBatch, torch.Tensor]]:
-        """(batch on device, its packed last hidden states) for the n inputs ``tokenize(start, stop)`` covers."""
+        """(batch on device, its packed last hidden states) for the n inputs ``tokenize(start, stop)`` covers.
+        ``prefix``: the head the inputs share, run once for the call (engine/prefix.py), or None."""
+        if prefix is not None:
+            plain_tokenize = tokenize
+
+            def tokenize(start: int, stop: int) -> Tokenized:
+                tokens = plain_tokenize(start, stop)
+                tokens.prefix = prefix
+                return tokens
+
         self.runner(device).prefixes.clear()  # shared prefixes are computed once per call, with today's weights
         if n >= REMOTE_MIN_TEXTS:  # a short call never starts the worker processes
             self.tokenizer.use_processes(self.config.processes(device), self.config.rayon_threads(device))

@@ -11,7 +11,7 @@ from .. import _compat
 from .base import PackedEngine
 from .packing import PackedBatch
 from .pooling import Segments, pool
-from .prefix import MIN_PREFIX_TOKENS, PROBE_TEXTS, common_prefix
+from .prefix import PROBE_TEXTS, shared_head
 from .profile import host
 from .tokenize import Tokenized
 
@@ -44,7 +44,7 @@ class EmbedEngine(PackedEngine):
     def shared_prefix(self, req: EmbedRequest, device: torch.device, prompt_length: int | None):
         """The prompt / template head every text starts with, when it may run once per call (engine/prefix.py):
         causal models pooled at the last token only (the head's own hidden states are never read)."""
-        if not (self.config.shared_prefix and self.runner(device).shares_prefixes):
+        if not self.shares_prefixes(device):
             return None
         if req.output_value != "sentence_embedding" or tuple(self.plan.pooling_modes) != ("lasttoken",):
             return None
@@ -54,9 +54,7 @@ class EmbedEngine(PackedEngine):
             return self.template.shared_prefix(req.prompt, arity=1)
         if not req.prompt:
             return None
-        probes = self.tokenize(list(PROBE_TEXTS), req.prompt, req.task).ids
-        ids = common_prefix(probes[0], probes[1])[:-1]
-        return ids if len(ids) >= MIN_PREFIX_TOKENS else None
+        return shared_head(*self.tokenize(list(PROBE_TEXTS), req.prompt, req.task).ids)
 
     def embed(self, req: EmbedRequest, device: torch.device) -> torch.Tensor | list[torch.Tensor]:
         """sentence_embedding: (N, D) tensor in input order; token_embeddings: list of (len_i, hidden)."""
@@ -64,23 +62,17 @@ class EmbedEngine(PackedEngine):
         if self.template is None and req.prompt and not self.plan.include_prompt:
             kwargs = {"task": req.task} if req.task is not None else {}
             prompt_length = _compat.prompt_length(self.plan.transformer, req.prompt, **kwargs)
-        prefix = self.shared_prefix(req, device, prompt_length)
-
-        def tokenize(start: int, stop: int) -> Tokenized:
-            tokens = self.tokenize(req.texts[start:stop], req.prompt, req.task)
-            tokens.prefix = prefix
-            return tokens
-
         prof = self.profile(device)
         sentence: torch.Tensor | None = None
         token_rows: list[torch.Tensor | None] = [None] * len(req.texts)
         for batch, hidden in self.forward_all(
             len(req.texts),
-            tokenize,
+            lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
             device,
             req.max_sequences,
             req.show_progress_bar,
             prof,
+            prefix=self.shared_prefix(req, device, prompt_length),
         ):
             if req.output_value == "token_embeddings":
                 for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):

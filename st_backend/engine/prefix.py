@@ -25,6 +25,13 @@ def common_prefix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return first[: differs[0] if len(differs) else size]
 
 
+def shared_head(first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
+    """The head two probe inputs (PROBE_TEXTS, rendered and tokenized alike) share, less its last token (it may
+    merge with an input's first characters); None when shorter than MIN_PREFIX_TOKENS."""
+    ids = common_prefix(first, second)[:-1]
+    return ids if len(ids) >= MIN_PREFIX_TOKENS else None
+
+
 class PrefixCache:
     """Per-layer keys and values of the prefixes of the current call, computed with the eager model and the
     packed backend."""

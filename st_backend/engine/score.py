@@ -48,31 +48,23 @@ class ScoreEngine(PackedEngine):
     def shared_prefix(self, prompt: str | None, device: torch.device):
         """The template head every pair starts with, when it may run once per call (engine/prefix.py): causal LM
         rerankers (a decoder classifier reads the last non-pad token, which could fall inside the head)."""
-        if not (self.config.shared_prefix and self.plan.causal and self.template is not None):
-            return None
-        if not self.runner(device).shares_prefixes:
+        if not (self.plan.causal and self.template is not None and self.shares_prefixes(device)):
             return None
         return self.template.shared_prefix(prompt)
 
     def score(self, req: ScoreRequest, device: torch.device) -> torch.Tensor:
         model = self.plan.hf_model
         prof = self.profile(device)
-        prefix = self.shared_prefix(req.prompt, device)
-
-        def tokenize(start: int, stop: int) -> Tokenized:
-            tokens = self.tokenize(req.pairs[start:stop], req.prompt)
-            tokens.prefix = prefix
-            return tokens
-
         out: torch.Tensor | None = None
         for batch, hidden in self.forward_all(
             len(req.pairs),
-            tokenize,
+            lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
             device,
             req.max_sequences,
             req.show_progress_bar,
             prof,
             desc="Pairs",
+            prefix=self.shared_prefix(req.prompt, device),
         ):
             if self.plan.causal:
                 features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}

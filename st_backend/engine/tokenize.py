@@ -10,10 +10,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tokenize_worker import configured
+
 logger = logging.getLogger(__name__)
 
 # Above this the tokenizer has no real limit (transformers uses 1e30 as "none").
 _NO_LIMIT = 2**31
+
+
+def _limit(max_length: int | None) -> int | None:
+    """None for no truncation (transformers uses 1e30 as "no limit")."""
+    return None if max_length is None or max_length >= _NO_LIMIT else max_length
+
+
 # Smaller calls stay in-process: a round trip to a worker costs more than it saves.
 REMOTE_MIN_TEXTS = 64
 
@@ -75,19 +84,10 @@ class TextTokenizer:
         self.close()
 
     def _backend(self, max_length: int | None):
-        if max_length is not None and max_length >= _NO_LIMIT:
-            max_length = None
+        max_length = _limit(max_length)
         copy = self._copies.get(max_length)
         if copy is None:
-            from tokenizers import Tokenizer
-
-            copy = Tokenizer.from_str(self._spec)
-            copy.no_padding()
-            if max_length is None:
-                copy.no_truncation()
-            else:
-                side = getattr(self.hf, "truncation_side", "right")
-                copy.enable_truncation(max_length, strategy="longest_first", direction=side)
+            copy = configured(self._spec, max_length, getattr(self.hf, "truncation_side", "right"))
             with self._lock:
                 copy = self._copies.setdefault(max_length, copy)
         return copy
@@ -98,6 +98,7 @@ class TextTokenizer:
         """texts: strings, or (first, second) pairs tokenized together with longest_first truncation."""
         if self._spec is None:
             return self._slow(texts, max_length, add_special_tokens)
+        max_length = _limit(max_length)
         pairs = bool(texts) and isinstance(texts[0], tuple)
         types = self.token_types and (pairs or not self.single_types_zero)
         refused = None
@@ -125,8 +126,6 @@ class TextTokenizer:
         procs = self._processes
         if procs is None:
             return None, None
-        if max_length is not None and max_length >= _NO_LIMIT:
-            max_length = None
         left = getattr(self.hf, "truncation_side", "right") == "left"
         try:
             ids, type_ids, lengths = procs.encode(texts, max_length, special, types, left)
@@ -142,8 +141,8 @@ class TextTokenizer:
         return self._backend(None).encode(text, add_special_tokens=False).offsets
 
     def _slow(self, texts, max_length: int | None, add_special_tokens: bool) -> Tokenized:
-        limit = max_length is not None and max_length < _NO_LIMIT
-        kwargs = {"truncation": "longest_first" if limit else False, "max_length": max_length if limit else None}
+        limit = _limit(max_length)
+        kwargs = {"truncation": "longest_first" if limit is not None else False, "max_length": limit}
         if texts and isinstance(texts[0], tuple):
             first, second = zip(*texts)
             out = self.hf(list(first), list(second), add_special_tokens=add_special_tokens, **kwargs)

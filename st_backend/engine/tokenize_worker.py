@@ -38,21 +38,29 @@ def _texts(stream, count: int) -> list[str]:
     return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
 
 
+def configured(spec: str, max_length: int | None, side: str):
+    """A Rust tokenizer from its JSON, never padding, truncating longest-first to max_length (None: never), as a
+    transformers tokenizer call with truncation="longest_first" does."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(spec)
+    tokenizer.no_padding()
+    if max_length is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length, strategy="longest_first", direction=side)
+    return tokenizer
+
+
 def _encode(tokenizers: dict, spec: str, header: tuple, texts: list) -> bytes:
     import numpy as np
-    from tokenizers import Tokenizer
 
     n, max_length, special, _, types, left = header
     key = (max_length, left)
     tokenizer = tokenizers.get(key)
     if tokenizer is None:
-        tokenizer = tokenizers[key] = Tokenizer.from_str(spec)
-        tokenizer.no_padding()
-        if max_length < 0:
-            tokenizer.no_truncation()
-        else:
-            side = "left" if left else "right"
-            tokenizer.enable_truncation(max_length, strategy="longest_first", direction=side)
+        limit = None if max_length < 0 else max_length
+        tokenizer = tokenizers[key] = configured(spec, limit, "left" if left else "right")
     encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=bool(special))
     lengths = np.fromiter((len(e) for e in encodings), dtype=np.int32, count=n)
     total = int(lengths.sum(dtype=np.int64))

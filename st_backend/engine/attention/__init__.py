@@ -160,7 +160,7 @@ def probe(
             if reason:
                 break
         result.reasons[name] = reason
-        notes = [backend.describe()] if reason is None and backend.describe() else []
+        notes = [note for note in (backend.describe(),) if note and reason is None]
         causal_windows = [window for causal, window in layer_kinds if causal]
         if reason is None and backend.shared_prefix and causal_windows:
             checks = (_check_key_prefix(backend, device, dtype, w) for w in causal_windows if name != "reference")
