@@ -150,21 +150,8 @@ def test_causal_reranker_sharing_its_template_head_fp16_equals_plain_st_fp16(tin
     np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)
 
 
-def test_device_rate_counts_finished_inputs():
-    from st_backend.engine.chunks import DeviceRate
-
-    rate = DeviceRate()
-    x = torch.randn(2048, 2048, device="cuda")
-    for inputs in (3, 5):
-        begin = rate.begin()
-        x = x @ x / 2048
-        rate.end(begin, inputs)
-    torch.cuda.synchronize()
-    assert rate.done() == 8 and rate.rate() > 0
-
-
-def test_many_chunks_sized_by_device_rate_equal_plain_st_fp16(tiny_root):
-    """Thousands of inputs in small chunks on several tokenizer processes: the planner's sizing path."""
+def test_many_chunks_on_tokenizer_processes_equal_plain_st_fp16(tiny_root):
+    """Thousands of inputs in many chunks on two tokenizer processes: the feeding path the GPU bench takes."""
     path = build_st_dir("bert", tiny_root)
     texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(5000)]
     plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()

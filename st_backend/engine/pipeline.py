@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
-from .chunks import ChunkPlanner, DeviceRate
 from .packing import PackedBatch, pack
 from .profile import device_work, host
 from .scheduler import plan_batches
@@ -36,6 +32,17 @@ def _chunk_batches(
         yield batch
 
 
+def chunk_bounds(n: int, chunk_size: int, first: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) slices of 0..n-1: the first ``first`` items (default chunk_size // 8), then doubling up to
+    chunk_size, so the device gets its first batch after a small chunk instead of a full one."""
+    size = max(1, min(chunk_size, first or chunk_size // 8))
+    start = 0
+    while start < n:
+        stop = min(n, start + size)
+        yield start, stop
+        start, size = stop, min(chunk_size, 2 * size)
+
+
 def packed_batches(
     n: int,
     tokenize: Callable[[int, int], Tokenized],
@@ -47,14 +54,12 @@ def packed_batches(
     pin: bool = False,
     prefetch: int = 4,
     profile=None,
-    device_rate: DeviceRate | None = None,
 ) -> Iterator[PackedBatch]:
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
-    chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks of at most
-    chunk_size, each sized when a worker takes it (engine/chunks.py, from ``device_rate`` where given), are
-    tokenized by ``threads`` workers and packed (and pinned if ``pin``) by a producer thread, ``prefetch``
-    batches ahead.
+    chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks (growing to
+    chunk_size, see chunk_bounds) are tokenized by ``threads`` workers and packed (and pinned if ``pin``) by a
+    producer thread, ``prefetch`` batches ahead.
     profile: an engine Profile that times tokenization, packing and the consumer's waits.
     """
     if n == 0:
@@ -82,33 +87,24 @@ def packed_batches(
                 continue
         return False
 
-    planner = ChunkPlanner(n, chunk_size, threads, device_rate)
-
-    def take() -> tuple[int, Tokenized] | None:
-        bound = planner.next()
-        if bound is None:
-            return None
-        begin = time.perf_counter()
-        tokens = tokenize(*bound)
-        planner.tokenized(bound[1] - bound[0], time.perf_counter() - begin)
-        return bound[0], tokens
-
     def produce() -> None:
         try:
+            bounds = chunk_bounds(n, chunk_size)
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="st_backend-tokenize") as pool:
-                # Two chunks per worker in flight; each is sized when a worker takes it, not when queued.
-                pending = deque(pool.submit(take) for _ in range(2 * threads))
+                pending = deque()
+                for _ in range(2 * threads):
+                    bound = next(bounds, None)
+                    if bound is not None:
+                        pending.append((bound[0], pool.submit(tokenize, *bound)))
                 while pending and not stop.is_set():
-                    future = pending.popleft()
-                    if not planner.exhausted:
-                        pending.append(pool.submit(take))
-                    chunk = future.result()
-                    if chunk is None:  # another worker took the last chunk
-                        continue
-                    for batch in _chunk_batches(chunk[1], chunk[0], max_tokens, max_sequences, pin, profile):
+                    start, future = pending.popleft()
+                    bound = next(bounds, None)
+                    if bound is not None:
+                        pending.append((bound[0], pool.submit(tokenize, *bound)))
+                    for batch in _chunk_batches(future.result(), start, max_tokens, max_sequences, pin, profile):
                         if not put(batch):
                             return
-                for future in pending:
+                for _, future in pending:
                     future.cancel()
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -144,17 +140,12 @@ def forward_batches(
 ) -> Iterator[tuple[PackedBatch, object]]:
     """(batch on ``device``, its packed last hidden states) for every batch; the caller's work on each pair is
     timed as part of the consumer's step. ``progress``: a tqdm bar advanced by each batch's inputs."""
-    chunked = torch.device(device).type == "cuda" and feeding.get("chunk_size") is not None
-    rate = DeviceRate() if chunked else None  # sizes the tokenization chunks (engine/chunks.py)
     batches = packed_batches(
-        n, tokenize, max_tokens=max_tokens, max_sequences=max_sequences, profile=profile, device_rate=rate, **feeding
+        n, tokenize, max_tokens=max_tokens, max_sequences=max_sequences, profile=profile, **feeding
     )
     for batch in batches:
         with host(profile, "copy + forward + head (consumer)"), device_work(profile):
-            begin = rate.begin() if rate is not None else None
             batch = batch.to(device, non_blocking=True)
             yield batch, runner.forward(batch)
-            if rate is not None:
-                rate.end(begin, len(batch.indices))
         if progress is not None:
             progress.update(len(batch.indices))

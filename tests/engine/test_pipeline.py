@@ -47,7 +47,7 @@ def test_stopping_early_does_not_hang():
 
 
 def test_chunks_start_small_and_grow_to_chunk_size():
-    from st_backend.engine.chunks import chunk_bounds
+    from st_backend.engine.pipeline import chunk_bounds
 
     for n, chunk in ((1000, 128), (5, 128), (1, 1), (2048, 2048), (130, 7)):
         bounds = list(chunk_bounds(n, chunk))
