@@ -88,7 +88,7 @@ class ChatTemplate:
         engine.prefix.shared_head."""
         key = (instruction or "", arity)
         if key not in self._prefixes:
-            probes = [p if arity == 2 else p[:1] for p in _PROBES[:2]]
+            probes = [p if arity == 2 else p[:1] for p in _PROBES]
             probes = self.tokenizer([self.render(p, instruction) for p in probes], None, False).ids
             self._prefixes[key] = shared_head(*probes)
         return self._prefixes[key]

@@ -21,14 +21,13 @@ from st_backend.engine.prefix import MIN_PREFIX_TOKENS as MIN_TOKENS
 def _spy_prefix_runs(monkeypatch) -> list[int]:
     """Lengths of the prefixes whose keys/values were computed."""
     runs: list[int] = []
-    original = prefix_module.PrefixCache.get
+    original = prefix_module.PrefixCache._compute
 
-    def get(self, ids, device):
-        if (ids.tobytes(), str(device), next(self.model.parameters()).dtype) not in self._entries:
-            runs.append(len(ids))
+    def compute(self, ids, device):
+        runs.append(len(ids))
         return original(self, ids, device)
 
-    monkeypatch.setattr(prefix_module.PrefixCache, "get", get)
+    monkeypatch.setattr(prefix_module.PrefixCache, "_compute", compute)
     return runs
 
 

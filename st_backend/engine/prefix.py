@@ -5,8 +5,6 @@ prefix). Causal models only: there a token's keys and values do not depend on th
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
@@ -33,27 +31,27 @@ def shared_head(first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
 
 
 class PrefixCache:
-    """Per-layer keys and values of the prefixes of the current call, computed with the eager model and the
-    packed backend."""
+    """Per-layer keys and values of the current call's shared prefix (one per call: engine.forward_all), computed
+    with the eager model and the packed backend."""
 
-    def __init__(self, model: torch.nn.Module, attn_name: str, position_offset: int, capacity: int = 4) -> None:
+    def __init__(self, model: torch.nn.Module, attn_name: str, position_offset: int) -> None:
         self.model = model
         self.attn_name = attn_name
         self.position_offset = position_offset
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._entry: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def clear(self) -> None:
-        """Forget every prefix: called at the start of each call, since weights may change between calls."""
-        self._entries.clear()
+        """Forget the prefix: called at the start of each call, since weights may change between calls."""
+        self._entry = None
 
     def get(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(layers, len(ids), kv_heads, head_dim) keys and values of ``ids`` at positions 0..len-1."""
-        dtype = next(self.model.parameters()).dtype
-        key = (ids.tobytes(), str(device), dtype)
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
+        key = (ids.tobytes(), str(device), next(self.model.parameters()).dtype)
+        if self._entry is None or self._entry[0] != key:
+            self._entry = (key, self._compute(ids, device))
+        return self._entry[1]
+
+    def _compute(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         size = len(ids)
         cu = torch.tensor([0, size], dtype=torch.int32, device=device)
         captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -71,8 +69,4 @@ class PrefixCache:
         layers = sorted(captured)
         if layers != list(range(len(layers))):
             raise RuntimeError(f"shared prefix: attention layers reported indices {layers}, expected 0..n-1")
-        entry = (torch.stack([captured[i][0] for i in layers]), torch.stack([captured[i][1] for i in layers]))
-        self._entries[key] = entry
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-        return entry
+        return torch.stack([captured[i][0] for i in layers]), torch.stack([captured[i][1] for i in layers])
