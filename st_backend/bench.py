@@ -169,6 +169,8 @@ def run_bench(args) -> dict:
         max_batch_tokens=args.max_batch_tokens,
         max_batch_sequences=args.max_batch_sequences,
         compile=args.compile,
+        attention=args.attention,
+        rewrites=args.rewrites,
         tokenizer_threads=args.tokenizer_threads,
         tokenizer_processes=args.tokenizer_processes,
         profile=args.profile,
@@ -256,6 +258,9 @@ def run_bench(args) -> dict:
         "inputs": len(inputs),
         "tokens": n_tokens,
         "attention_backend": backend,
+        # Sites each graph rewrite replaced while compiling in this process (a graph taken from Inductor's
+        # cache is not rewritten again, and counts 0).
+        "rewrites": _rewrite_counts(engine_obj, fast.device),
         "tokenizer_processes": engine.processes(device),
         "padding_tokens_avoided": padded_tokens(tokenized.lengths, best_bs) - n_tokens,
         "plain": {
@@ -270,6 +275,11 @@ def run_bench(args) -> dict:
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "fn"},
     }
     return report
+
+
+def _rewrite_counts(engine_obj, device) -> dict[str, int]:
+    rewrite_pass = engine_obj.runner(device).rewrite_pass
+    return dict(rewrite_pass.counts) if rewrite_pass is not None else {}
 
 
 def _maxsim_bench(args, path, texts, device, dtype, engine) -> dict:
@@ -345,6 +355,8 @@ def format_report(r: dict) -> str:
         )
     unit = "pairs" if r["task"] == "rerank" else "texts"
     lines = [f"{r['model']} ({r['task']}) on {r['device']}, {r['dtype']}, attention {r['attention_backend']}"]
+    if r.get("rewrites"):
+        lines[0] += ", rewrites " + ", ".join(f"{name} ({n} sites)" for name, n in r["rewrites"].items())
     lines.append(
         f"{r['inputs']} {unit}, {r['tokens']} tokens; padding tokens avoided vs ST: {r['padding_tokens_avoided']}"
     )

@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         default=False,
         help="st_backend runs its packed forward under torch.compile (optionally: a torch.compile mode)",
     )
+    p.add_argument("--attention", default="auto", help="attention backend (default: the probe's choice)")
+    p.add_argument(
+        "--rewrites",
+        type=lambda s: () if s == "none" else tuple(s.split(",")),
+        default=None,
+        help="graph rewrites under --compile: names, or 'none' (default: those that pay on the device)",
+    )
     p.add_argument("--tokenizer-threads", type=int, default=None)
     p.add_argument(
         "--tokenizer-processes",

@@ -8,6 +8,7 @@ import platform
 import torch
 
 from .engine.attention import probe
+from .engine.rewrites import rewrites_for
 
 # The layer patterns of the supported architectures: encoders, decoders, ModernBERT-style local layers.
 _LAYER_SETS = {
@@ -42,6 +43,7 @@ def info(device: str | torch.device | None = None, dtype: torch.dtype | None = N
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "dtype": str(dtype).replace("torch.", ""),
         "backends": {},
+        "compile_rewrites": list(rewrites_for(device)),
     }
     for label, kinds in _LAYER_SETS.items():
         result = probe(device, dtype, kinds, xformers_torch_ops)
@@ -60,4 +62,6 @@ def format_info(report: dict) -> str:
             note = entry.get("notes", {}).get(name)
             works = f"works ({note})" if note else "works"
             lines.append(f"  {name:10s} {works if reason is None else 'no: ' + reason}")
+    rewrites = ", ".join(report.get("compile_rewrites", [])) or "none"
+    lines.append(f"graph rewrites under EngineConfig(compile=True) here: {rewrites}")
     return "\n".join(lines)

@@ -159,3 +159,30 @@ def test_many_chunks_on_tokenizer_processes_equal_plain_st_fp16(tiny_root):
     config = EngineConfig(dtype=torch.float16, chunk_size=256, tokenizer_processes=2)
     got = st_backend.SentenceTransformer(str(path), device="cuda", engine=config).encode(texts, convert_to_tensor=True)
     assert_rows_close(got.float(), want, min_cosine=0.999, max_abs=float("inf"), what="5,000 inputs in chunks")
+
+
+@pytest.mark.parametrize("arch", ("bert", "qwen3"))
+def test_compiled_fp16_with_rewrites_equals_plain_st_fp16(tiny_root, arch):
+    """The compiled forward the GPU bench runs: graph rewrites (Linear + GELU on eager kernels) and the probe's
+    backend (CUTLASS for bidirectional layers), against plain ST in fp16."""
+    path = build_st_dir(arch, tiny_root)
+    plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()
+    want = plain.encode(TEXTS, convert_to_tensor=True, batch_size=16).float()
+    torch._dynamo.reset()
+    config = EngineConfig(dtype=torch.float16, compile=True)
+    with (  # caches off, so that the rewrite runs (and counts) here
+        torch._inductor.config.patch(fx_graph_cache=False),
+        torch._functorch.config.patch(enable_autograd_cache=False),
+    ):
+        fast = st_backend.SentenceTransformer(str(path), device="cuda", engine=config)
+        got = fast.encode(TEXTS, convert_to_tensor=True, batch_size=16).float()
+    runner = fast.engine_for(None).runner(fast.device)
+    counts = runner.rewrite_pass.counts
+    REPORT.setdefault("compiled", {})[arch] = {"backend": runner.backend.name, "rewrites": counts}
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} compiled fp16")
+    if arch == "bert":  # GELU MLP; Qwen3's SiLU-gated MLP has no Linear + GELU
+        assert counts["linear_gelu"] >= 1
+        assert runner.backend.name == "efficient"
+    else:
+        assert counts["linear_gelu"] == 0
+        assert runner.backend.name == "varlen"

@@ -155,6 +155,8 @@ def test_engine_settings_are_not_encode_kwargs(tiny_root):
         # CUDA-graph modes overwrite a batch's outputs at the next batch, while the engine keeps them all.
         ({"compile": "reduce-overhead"}, "compile mode"),
         ({"compile": "max-autotune"}, "compile mode"),
+        ({"rewrites": ("no_such_rewrite",)}, "rewrites"),
+        ({"attention": "flash"}, "attention"),
     ],
 )
 def test_engine_config_rejects_bad_values(kwargs, match):

@@ -84,7 +84,8 @@ class PackedEngine:
                 device,
                 max_tokens=self.token_budget(device),
                 max_sequences=self.config.max_batch_sequences or max_sequences,
-                feeding=self.config.feeding(device),
+                # A slice of fewer inputs than a worker process takes would be tokenized in-process.
+                feeding={**self.config.feeding(device), "min_slice": REMOTE_MIN_TEXTS},
                 profile=profile,
                 progress=progress,
             )

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-ATTENTION_CHOICES = ("auto", "reference", "varlen", "xformers")
+from .attention import PRIORITY
+from .rewrites import REWRITES
+
+ATTENTION_CHOICES = ("auto", *PRIORITY)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 CUDA_TOKEN_BUDGET = 65536  # best measured for BERT-base and Qwen3-0.6B on the H100 (the GPU issue's prototype)
 MIN_CUDA_TOKEN_BUDGET = 2048
@@ -39,12 +42,15 @@ class EngineConfig:
         not hold up the thread launching GPU kernels); 0 tokenizes in-process. None: one per 4 cores, at most 4,
         on CUDA hosts of 8 cores or more, else 0 (CPU inference needs its cores for the model). Measured on the
         H100 host, 16 cores, all-MiniLM-L6-v2 end to end: 0: 2.15 M tokens/s, 2: 2.37 M, 4: 2.69 M, 8: 1.75 M.
-    chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once). None: 2,048,
-        smaller with more than two tokenizer processes (each process tokenizes a chunk alone, and the GPU waits
-        for the first one).
+    chunk_size: inputs per tokenization chunk on CUDA (on CPU everything is one chunk, sorted once); each chunk
+        is cut into slices tokenized at once on every worker. None: 2,048, or 4,096 / processes (at least 256)
+        with more than two tokenizer processes (1,024 with four: measured best on the H100 in BENCHMARKS.md
+        round 7).
     compile: run the packed forward under ``torch.compile(dynamic=True)`` (the first batches pay the compile);
         a string is torch.compile's ``mode``: "default" or "max-autotune-no-cudagraphs" (the CUDA-graph modes
         reuse their output buffers at the next batch, while the engine keeps every batch's outputs).
+    rewrites: graph rewrites applied when ``compile`` is on (``engine/rewrites.py``). None: those measured to pay
+        on the device (on CUDA, Linear + GELU on eager PyTorch's kernels); () turns them off.
     shared_prefix: run the head every input of a call starts with once per call and reuse its keys/values in
         every input's attention (vLLM's prefix caching): causal LM rerankers with a score template, and causal
         embedders pooled at the last token with a prompt or template.
@@ -60,6 +66,7 @@ class EngineConfig:
     tokenizer_processes: int | None = None
     chunk_size: int | None = None
     compile: bool | str = False
+    rewrites: tuple[str, ...] | None = None
     shared_prefix: bool = True
     profile: bool = False
 
@@ -79,6 +86,11 @@ class EngineConfig:
                 f"EngineConfig.compile mode {self.compile!r} is not supported; use True or one of {COMPILE_MODES} "
                 "(CUDA-graph modes overwrite a batch's outputs at the next batch)"
             )
+        if self.rewrites is not None:
+            unknown = [name for name in self.rewrites if name not in REWRITES]
+            if unknown:
+                raise ValueError(f"EngineConfig.rewrites {unknown} are unknown; known: {tuple(REWRITES)}")
+            object.__setattr__(self, "rewrites", tuple(self.rewrites))
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
         if isinstance(self.dtype, str) and self.dtype != "auto":

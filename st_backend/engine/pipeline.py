@@ -1,9 +1,9 @@
 """Token batches for the device, in the order they are ready.
 
-On CUDA, worker threads tokenize chunks of the input ahead of the GPU (the Rust tokenizer releases the GIL)
-and a producer thread packs and pins each chunk's batches while the caller computes the previous ones; the
-caller copies them with non_blocking=True. On CPU one chunk holds everything, so batches follow one global
-length sort (the reference attention backend pads inside attention, where sorting saves work).
+On CUDA, worker threads tokenize chunks of the input ahead of the GPU (the Rust tokenizer releases the GIL),
+each chunk in slices on every worker at once, and a producer thread packs and pins each chunk's batches while
+the caller computes the previous ones; the caller copies them with non_blocking=True. On CPU one chunk holds
+everything, so batches follow one global length sort (the reference attention backend pads inside attention, where sorting saves work).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+
+import numpy as np
 
 from .packing import PackedBatch, pack
 from .profile import device_work, host
@@ -20,6 +23,7 @@ from .scheduler import plan_batches
 from .tokenize import Tokenized
 
 _DONE = object()
+AHEAD = 3  # chunks submitted for tokenization ahead of the one being packed
 
 
 def _chunk_batches(
@@ -43,6 +47,28 @@ def chunk_bounds(n: int, chunk_size: int, first: int | None = None) -> Iterator[
         start, size = stop, min(chunk_size, 2 * size)
 
 
+def slices(start: int, stop: int, parts: int, min_size: int = 1) -> list[tuple[int, int]]:
+    """start..stop cut into at most ``parts`` near-equal slices of at least ``min_size`` items (one if shorter)."""
+    count = max(1, min(parts, (stop - start) // max(1, min_size)))
+    cuts = [start + (stop - start) * i // count for i in range(count + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def join(parts: list[Tokenized]) -> Tokenized:
+    """One Tokenized of consecutive slices' (each slice's inputs in order)."""
+    if len(parts) == 1:
+        return parts[0]
+    types = [p.type_ids for p in parts]
+    if any(t is None for t in types) and not all(t is None for t in types):
+        raise RuntimeError("tokenized slices of one chunk disagree on token type ids")
+    return Tokenized(
+        ids=[a for p in parts for a in p.ids],
+        type_ids=None if types[0] is None else [a for t in types for a in t],
+        lengths=np.concatenate([p.lengths for p in parts]),
+        prefix=parts[0].prefix,
+    )
+
+
 def packed_batches(
     n: int,
     tokenize: Callable[[int, int], Tokenized],
@@ -53,13 +79,16 @@ def packed_batches(
     threads: int = 1,
     pin: bool = False,
     prefetch: int = 4,
+    min_slice: int = 1,
     profile=None,
 ) -> Iterator[PackedBatch]:
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
     chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks (growing to
-    chunk_size, see chunk_bounds) are tokenized by ``threads`` workers and packed (and pinned if ``pin``) by a
-    producer thread, ``prefetch`` batches ahead.
+    chunk_size, see chunk_bounds) are each cut into up to ``threads`` slices of at least ``min_slice`` inputs,
+    tokenized at once by ``threads`` workers, joined, sorted and packed (and pinned if ``pin``) by a producer
+    thread, ``prefetch`` batches ahead. A chunk is ready as soon as every worker has done a share of it, so the
+    device's first batch, and each after it, waits for a fraction of a chunk's tokenization instead of all of it.
     profile: an engine Profile that times tokenization, packing and the consumer's waits.
     """
     if n == 0:
@@ -91,21 +120,23 @@ def packed_batches(
         try:
             bounds = chunk_bounds(n, chunk_size)
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="st_backend-tokenize") as pool:
-                pending = deque()
-                for _ in range(2 * threads):
-                    bound = next(bounds, None)
-                    if bound is not None:
-                        pending.append((bound[0], pool.submit(tokenize, *bound)))
+
+                def submit(bound: tuple[int, int]) -> tuple[int, list]:
+                    return bound[0], [pool.submit(tokenize, a, b) for a, b in slices(*bound, threads, min_slice)]
+
+                pending = deque(submit(bound) for bound in islice(bounds, AHEAD))
                 while pending and not stop.is_set():
-                    start, future = pending.popleft()
+                    start, futures = pending.popleft()
                     bound = next(bounds, None)
                     if bound is not None:
-                        pending.append((bound[0], pool.submit(tokenize, *bound)))
-                    for batch in _chunk_batches(future.result(), start, max_tokens, max_sequences, pin, profile):
+                        pending.append(submit(bound))
+                    tokens = join([future.result() for future in futures])
+                    for batch in _chunk_batches(tokens, start, max_tokens, max_sequences, pin, profile):
                         if not put(batch):
                             return
-                for _, future in pending:
-                    future.cancel()
+                for _, futures in pending:
+                    for future in futures:
+                        future.cancel()
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             put(exc)

@@ -11,6 +11,7 @@ from .architectures import ArchSpec
 from .attention import AttentionBackend, choose, register
 from .packing import PackedBatch
 from .prefix import PrefixCache
+from .rewrites import compile_options, rewrites_for
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,12 @@ class PackedRunner:
     """Calls ``model`` (a transformers base model) on a PackedBatch through a registered attention backend."""
 
     def __init__(
-        self, model: torch.nn.Module, arch: ArchSpec, backend: AttentionBackend, compile: bool | str = False
+        self,
+        model: torch.nn.Module,
+        arch: ArchSpec,
+        backend: AttentionBackend,
+        compile: bool | str = False,
+        rewrites: tuple[str, ...] = (),
     ) -> None:
         self.model = model
         self.arch = arch
@@ -29,7 +35,13 @@ class PackedRunner:
         self.prefixes = PrefixCache(model, self.attn_name, self.position_offset)
         # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
         mode = compile if isinstance(compile, str) else None
-        self._call = torch.compile(model, dynamic=True, mode=mode) if compile else model
+        options, self.rewrite_pass = compile_options(mode, rewrites if compile else ())
+        if not compile:
+            self._call = model
+        elif options is None:
+            self._call = torch.compile(model, dynamic=True, mode=mode)
+        else:
+            self._call = torch.compile(model, dynamic=True, options=options)
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""
@@ -100,5 +112,11 @@ class RunnerCache:
                 backend.name,
                 "; ".join(result.lines()),
             )
-            self._runners[key] = PackedRunner(self.model, self.arch, backend, compile=self.config.compile)
+            self._runners[key] = PackedRunner(
+                self.model,
+                self.arch,
+                backend,
+                compile=self.config.compile,
+                rewrites=rewrites_for(device) if self.config.rewrites is None else self.config.rewrites,
+            )
         return self._runners[key]

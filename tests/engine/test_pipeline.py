@@ -56,3 +56,50 @@ def test_chunks_start_small_and_grow_to_chunk_size():
         assert max(sizes) <= chunk and sizes[0] == min(n, max(1, chunk // 8))
         assert all(b >= a for a, b in zip(sizes[:-2], sizes[1:-1]))  # growing until the remainder
     assert [b - a for a, b in chunk_bounds(1000, 128)] == [16, 32, 64, 128, 128, 128, 128, 128, 128, 120]
+
+
+def test_slices_cover_a_chunk_in_order_with_a_minimum_size():
+    from st_backend.engine.pipeline import slices
+
+    assert slices(0, 128, 4, 64) == [(0, 64), (64, 128)]
+    assert slices(100, 1124, 4, 64) == [(100, 356), (356, 612), (612, 868), (868, 1124)]
+    assert slices(0, 10, 4, 64) == [(0, 10)]  # shorter than one minimum slice: one
+    assert slices(5, 6, 3) == [(5, 6)]
+    for start, stop, parts in ((0, 1000, 3), (7, 300, 4), (0, 65, 2)):
+        got = slices(start, stop, parts, 16)
+        assert got[0][0] == start and got[-1][1] == stop
+        assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+        assert all(b - a >= 16 for a, b in got)
+
+
+def test_joined_slices_keep_each_inputs_tokens_and_types():
+    from st_backend.engine.pipeline import join
+
+    def part(values, types):
+        ids = [np.full(v, v) for v in values]
+        return Tokenized(ids, [np.full(v, 1) for v in values] if types else None, np.array(values), np.array([9]))
+
+    joined = join([part([1, 2], True), part([3], True)])
+    assert [a.tolist() for a in joined.ids] == [[1], [2, 2], [3, 3, 3]]
+    assert [len(t) for t in joined.type_ids] == [1, 2, 3] and joined.lengths.tolist() == [1, 2, 3]
+    assert joined.prefix.tolist() == [9]
+    assert join([part([1], False), part([2], False)]).type_ids is None
+    with pytest.raises(RuntimeError, match="type ids"):
+        join([part([1], False), part([2], True)])
+
+
+def test_each_chunk_is_tokenized_in_slices_on_every_thread():
+    calls = []
+    lengths = [2] * 1000
+
+    def tokenize(start, stop):
+        calls.append((start, stop))
+        return fake_tokenize(lengths)(start, stop)
+
+    batches = packed_batches(
+        1000, tokenize, max_tokens=10_000, max_sequences=10_000, chunk_size=512, threads=4, min_slice=16
+    )
+    sizes = [len(b.indices) for b in batches]
+    assert sizes == [64, 128, 256, 512, 40]  # one batch per chunk: slices joined before batching
+    assert sorted(calls)[:4] == [(0, 16), (16, 32), (32, 48), (48, 64)]  # the first chunk, cut four ways
+    assert len(calls) == 4 + 4 + 4 + 4 + 2

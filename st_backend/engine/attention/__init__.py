@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import AttentionBackend, PackedAttention, hf_attention_function, no_mask
+from .efficient import EfficientBackend
 from .reference import ReferenceBackend
 from .varlen import VarlenBackend
 from .xformers import XformersBackend
@@ -20,13 +21,14 @@ from .xformers import XformersBackend
 logger = logging.getLogger(__name__)
 
 # Fastest first; "auto" takes the first that runs here and expresses every layer of the model.
-PRIORITY = ("varlen", "xformers", "reference")
+PRIORITY = ("efficient", "varlen", "xformers", "reference")
 
 LayerKind = tuple[bool, int | None]  # (causal, sliding window each side or None)
 
 
 _FACTORIES = {
     "reference": lambda torch_ops: ReferenceBackend(),
+    "efficient": lambda torch_ops: EfficientBackend(),
     "varlen": lambda torch_ops: VarlenBackend(),
     "xformers": lambda torch_ops: XformersBackend(allow_torch_ops=torch_ops),
 }
