@@ -1,18 +1,89 @@
-"""Time linear + bias + exact GELU: cuBLAS + a separate GELU kernel (eager and Inductor) against the fused
-Triton kernel (st_backend/engine/kernels/linear_gelu.py) under several tile configs, and a TMA variant.
+"""Time linear + bias + exact GELU: cuBLAS + a separate GELU kernel (eager and Inductor) against a fused Triton
+kernel (GELU on the fp32 accumulator in the GEMM's epilogue) under several tile configs, a TMA variant, and a
+persistent TMA variant. Measured in BENCHMARKS.md round 9: the fused kernels were no faster than eager's pair,
+so the engine keeps eager's kernels (st_backend/engine/rewrites.py) and no Triton kernel ships.
 
-python benchmarks/gelu_probe.py [--json FILE]
+python benchmarks/gelu_probe.py [--tokens 50000,7190,1] [--json FILE]   (a CUDA GPU and Triton)
 
 Each output is compared with an fp32 reference; a config that fails or is wrong is reported, not timed.
 """
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
+from attention_probe import timed
+from triton.tools.tensor_descriptor import TensorDescriptor
 
-from st_backend.engine.kernels.linear_gelu import TileConfig, linear_gelu_triton
+
+@dataclass(frozen=True)
+class TileConfig:
+    block_m: int = 128
+    block_n: int = 256
+    block_k: int = 64
+    group_m: int = 8
+    num_stages: int = 3
+    num_warps: int = 8
+
+
+@triton.jit
+def grouped(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GM: tl.constexpr):
+    """Tile (row block, column block) of program ``pid``: GM row blocks share each weight column block in L2."""
+    num_pid_m = tl.cdiv(M, BM)
+    in_group = GM * tl.cdiv(N, BN)
+    first_m = (pid // in_group) * GM
+    group_size = min(num_pid_m - first_m, GM)
+    return first_m + (pid % in_group) % group_size, (pid % in_group) // group_size
+
+
+def pointer_kernel():
+    @triton.jit
+    def k(
+        x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    ):  # fmt: skip
+        pid_m, pid_n = grouped(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        rows = offs_m % M  # rows / columns past the edge read a valid one and are never stored
+        cols = offs_n % N
+        x_ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
+        w_ptrs = w_ptr + cols[None, :] * stride_wn + offs_k[:, None]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for _ in range(0, K, BLOCK_K):  # K is a multiple of BLOCK_K here
+            acc = tl.dot(tl.load(x_ptrs), tl.load(w_ptrs), acc)
+            x_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        acc += tl.load(b_ptr + cols).to(tl.float32)[None, :]
+        y = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+        y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+    return k
+
+
+pointer_cached = None
+
+
+def linear_gelu_triton(x, w, b, tile: TileConfig):
+    global pointer_cached
+    pointer_cached = pointer_cached or pointer_kernel()
+    M, K = x.shape
+    N = w.shape[0]
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    grid = (triton.cdiv(M, tile.block_m) * triton.cdiv(N, tile.block_n),)
+    pointer_cached[grid](
+        x, w, b, y, M, N, K, x.stride(0), w.stride(0), y.stride(0),
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        num_stages=tile.num_stages, num_warps=tile.num_warps,
+    )  # fmt: skip
+    return y
+
 
 SHAPES = {"bert-base": (768, 3072), "all-MiniLM-L6-v2": (384, 1536), "bert-large": (1024, 4096)}
 TILES = [
@@ -29,21 +100,11 @@ TILES = [
 
 
 def tma_kernel():
-    import triton
-    import triton.language as tl
-
     @triton.jit
     def k(
         x_desc, w_desc, b_ptr, y_desc, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GM: tl.constexpr
     ):
-        pid = tl.program_id(0)
-        npm = tl.cdiv(M, BM)
-        npn = tl.cdiv(N, BN)
-        ing = GM * npn
-        fm = (pid // ing) * GM
-        gs = min(npm - fm, GM)
-        pm = fm + (pid % ing) % gs
-        pn = (pid % ing) // gs
+        pm, pn = grouped(tl.program_id(0), M, N, BM, BN, GM)
         acc = tl.zeros((BM, BN), dtype=tl.float32)
         for kk in range(0, K, BK):
             a = x_desc.load([pm * BM, kk])
@@ -58,9 +119,6 @@ def tma_kernel():
 
 
 def tma_call(x, w, b, bm, bn, bk, stages, warps):
-    import triton
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
     M, K = x.shape
     N = w.shape[0]
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
@@ -73,19 +131,12 @@ def tma_call(x, w, b, bm, bn, bk, stages, warps):
 
 
 tma_kernel_cached = None
-FULL = False
+FULL = False  # round 9a ran every tile config; 9a's second run only the first
 
 
 def persistent_kernel():
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def pid_of(tile_id, in_group, npm, GM: tl.constexpr):
-        fm = (tile_id // in_group) * GM
-        gs = min(npm - fm, GM)
-        return fm + (tile_id % gs), (tile_id % in_group) // gs
-
+    # Round 9a's version called a @triton.jit helper defined in this function, which Triton could not
+    # resolve ("at 14:17": the call), so it was never measured; it now calls the module-level helper.
     @triton.jit
     def k(
         x_desc, w_desc, b_ptr, y_desc, M, N, K,
@@ -93,21 +144,18 @@ def persistent_kernel():
         NUM_SMS: tl.constexpr, SUBTILE: tl.constexpr, FLATTEN: tl.constexpr,
     ):  # fmt: skip
         start = tl.program_id(0)
-        npm = tl.cdiv(M, BM)
-        npn = tl.cdiv(N, BN)
         k_tiles = tl.cdiv(K, BK)
-        num_tiles = npm * npn
-        in_group = GM * npn
+        num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
         tile_c = start - NUM_SMS
         for tile_id in tl.range(start, num_tiles, NUM_SMS, flatten=FLATTEN):
-            pm, pn = pid_of(tile_id, in_group, npm, GM)
+            pm, pn = grouped(tile_id, M, N, BM, BN, GM)
             acc = tl.zeros((BM, BN), dtype=tl.float32)
             for ki in range(k_tiles):
                 a = x_desc.load([pm * BM, ki * BK])
                 b = w_desc.load([pn * BN, ki * BK])
                 acc = tl.dot(a, b.T, acc)
             tile_c += NUM_SMS
-            pm, pn = pid_of(tile_c, in_group, npm, GM)
+            pm, pn = grouped(tile_c, M, N, BM, BN, GM)
             offs_n = pn * BN + tl.arange(0, BN)
             acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
             y = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
@@ -127,9 +175,6 @@ NUM_SMS = None
 
 
 def persistent_call(x, w, b, bm, bn, bk, stages, warps, subtile, flatten):
-    import triton
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
     M, K = x.shape
     N = w.shape[0]
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
@@ -170,26 +215,12 @@ def candidates(x, w, b, compiled) -> dict:
     return cands
 
 
-def timed(fn, iters: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters * 1000
-
-
 def main() -> None:
     global tma_kernel_cached
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
     parser.add_argument("--tokens", default="50000,7190,1")
     args = parser.parse_args()
-    import triton
-
     print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}")
     global persistent_cached, NUM_SMS
     NUM_SMS = torch.cuda.get_device_properties(0).multi_processor_count

@@ -3,7 +3,8 @@
 On CUDA, worker threads tokenize chunks of the input ahead of the GPU (the Rust tokenizer releases the GIL),
 each chunk in slices on every worker at once, and a producer thread packs and pins each chunk's batches while
 the caller computes the previous ones; the caller copies them with non_blocking=True. On CPU one chunk holds
-everything, so batches follow one global length sort (the reference attention backend pads inside attention, where sorting saves work).
+everything, so batches follow one global length sort (the reference attention backend pads inside attention,
+where sorting saves work).
 """
 
 from __future__ import annotations
