@@ -5,6 +5,7 @@ When upstream renames something, this file breaks, and tests/test_compat.py says
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,6 +29,7 @@ __all__ = [
     "Router",
     "Transformer",
     "attention_implementation",
+    "packed_view",
     "prompt_length",
     "route_modules",
     "text_max_length",
@@ -45,6 +47,16 @@ def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None
         yield
     finally:
         config._attn_implementation = previous
+
+
+def packed_view(model: torch.nn.Module, attn_name: str) -> torch.nn.Module:
+    """A copy of ``model``'s module tree that shares every parameter and buffer (no extra memory) and whose config
+    names ``attn_name``. The packed engine runs this view, so the user's model keeps its own attention
+    implementation: ST's own path on it, from any thread at the same time, never sees the packed kernel."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    view = copy.deepcopy(model, memo)
+    view.config._attn_implementation = attn_name  # the setter recurses into sub-configs
+    return view
 
 
 def route_modules(router: Router, task: str | None) -> list[torch.nn.Module]:

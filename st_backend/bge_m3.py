@@ -84,7 +84,7 @@ class BGEM3Encoder:
         colbert: list = [None] * n
         unused = self._unused.to(self.device)
         for batch, hidden in self.engine.forward_all(
-            n, lambda a, b: self.engine.tokenizer(texts[a:b], max_length), self.device, batch_size, False, None
+            n, lambda a, b: self.engine.tokenizer(texts[a:b], max_length), self.device, False, None
         ):
             starts = batch.cu_seqlens[:-1].long()
             if return_dense:

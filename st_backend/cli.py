@@ -1,4 +1,4 @@
-"""``st-backend info | compare | encode``."""
+"""``st-backend info | compare | bench | encode``."""
 
 from __future__ import annotations
 
@@ -17,23 +17,6 @@ SAMPLE_TEXTS = [
     "",
     "Sentence embeddings map text to vectors; similar meanings land close together. " * 12,
 ]
-
-
-def read_sts(path: str) -> tuple[list[str], list[str], list[float]]:
-    """STS Benchmark layout: tab-separated genre, file, year, id, score, sentence1, sentence2 (tabs only)."""
-    s1, s2, gold = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 7:
-                raise ValueError(f"{path}:{lineno}: expected >= 7 tab-separated columns, got {len(cols)}")
-            try:
-                gold.append(float(cols[4]))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: score column {cols[4]!r} is not a number") from exc
-            s1.append(cols[5])
-            s2.append(cols[6])
-    return s1, s2, gold
 
 
 def sts_spearman(model, s1: list[str], s2: list[str], gold: list[float], batch_size: int = 32) -> float:
@@ -78,6 +61,8 @@ def cmd_compare(args) -> int:
         path, device=args.device, engine=EngineConfig(attention=args.attention, dtype=None)
     )  # ST's own dtype: a fidelity check
     if args.sts:
+        from .bench.corpora import read_sts
+
         s1, s2, gold = read_sts(args.sts)
         texts = s1 + s2
     elif args.texts:
@@ -121,7 +106,7 @@ def cmd_encode(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import SIZES, cmd_bench
+    from .bench import add_parser as add_bench_parser
 
     parser = argparse.ArgumentParser(prog="st-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,51 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-cosine", type=float, default=0.99999)
     p.set_defaults(fn=cmd_compare)
 
-    p = sub.add_parser("bench", help="plain ST vs st_backend throughput, outputs checked in the same run")
-    p.add_argument("--model", default="default", help="a path, 'default', or a random model size: " + ", ".join(SIZES))
-    p.add_argument(
-        "--task",
-        choices=["embed", "rerank", "colbert", "maxsim"],
-        default="embed",
-        help="embed: SentenceTransformer; rerank: CrossEncoder; colbert: MultiVectorEncoder document encoding; "
-        "maxsim: MaxSim reranking of --docs-per-query encoded documents for --num-queries queries",
-    )
-    p.add_argument("--docs-per-query", type=int, default=1000)
-    p.add_argument("--num-queries", type=int, default=100)
-    p.add_argument("--texts", help="a file of texts, one per line (default: a synthetic MS MARCO-like corpus)")
-    p.add_argument("--num-texts", type=int, default=20000)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on CUDA, fp32 on CPU)")
-    p.add_argument("--st-batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32, 256])
-    p.add_argument("--batch-size", type=int, default=4096, help="st_backend's cap on sequences per batch")
-    p.add_argument("--max-batch-tokens", type=int, default=None, help="token budget (default: by device)")
-    p.add_argument(
-        "--compile",
-        nargs="?",
-        const=True,
-        default=False,
-        help="st_backend runs its packed forward under torch.compile (optionally: a torch.compile mode)",
-    )
-    p.add_argument("--attention", default="auto", help="attention backend (default: the probe's choice)")
-    p.add_argument(
-        "--rewrites",
-        type=lambda s: () if s == "none" else tuple(s.split(",")),
-        default=None,
-        help="graph rewrites under --compile: names, or 'none' (default: those that pay on the device)",
-    )
-    p.add_argument("--tokenizer-threads", type=int, default=None)
-    p.add_argument(
-        "--tokenizer-processes",
-        type=int,
-        default=None,
-        help="worker processes (default: one per 4 cores, at most 4, on CUDA)",
-    )
-    p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
-    p.add_argument("--max-batch-sequences", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", help="write the report here")
-    p.set_defaults(fn=cmd_bench)
+    add_bench_parser(sub)
 
     p = sub.add_parser("encode", help="embed a file of texts (one per line) into a .npy file")
     p.add_argument("input")

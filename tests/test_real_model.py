@@ -8,7 +8,8 @@ from compare import assert_rows_close
 from conftest import SHARED_DATA
 
 import st_backend
-from st_backend.cli import read_sts, sts_spearman
+from st_backend.bench.corpora import read_sts
+from st_backend.cli import sts_spearman
 
 STS_TEST = SHARED_DATA / "stsbenchmark" / "sts-test.csv"
 

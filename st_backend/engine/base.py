@@ -17,6 +17,10 @@ from .profile import Profile
 from .runner import PackedRunner, RunnerCache
 from .tokenize import REMOTE_MIN_TEXTS, TextTokenizer, Tokenized
 
+UNCAPPED = 1 << 30  # sequences per batch when only the token budget limits a batch
+# A tokenizer slice of fewer inputs is worth its own worker once it holds this many characters per input.
+SLICE_CHARS_PER_TEXT = 256
+
 
 class PackedEngine:
     """Runs one plan. ``model``: the transformers module the runner calls (default: the plan's model)."""
@@ -57,14 +61,15 @@ class PackedEngine:
         n: int,
         tokenize: Callable[[int, int], Tokenized],
         device: torch.device,
-        max_sequences: int,
         show_progress_bar: bool,
         profile: Profile | None,
         desc: str = "Inputs",
         prefix: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> Iterator[tuple[PackedBatch, torch.Tensor]]:
         """(batch on device, its packed last hidden states) for the n inputs ``tokenize(start, stop)`` covers.
-        ``prefix``: the head the inputs share, run once for the call (engine/prefix.py), or None."""
+        ``prefix``: the head the inputs share, run once for the call (engine/prefix.py), or None. ``weights``:
+        each input's tokenization cost (text_weights), so that tokenizer workers get equal shares of the work."""
         if prefix is not None:
             plain_tokenize = tokenize
 
@@ -83,9 +88,16 @@ class PackedEngine:
                 tokenize,
                 device,
                 max_tokens=self.token_budget(device),
-                max_sequences=self.config.max_batch_sequences or max_sequences,
+                # The token budget decides a batch, not encode(batch_size=...): ST's default of 32 short sentences
+                # fills ~1% of it. max_batch_sequences is the explicit cap.
+                max_sequences=self.config.max_batch_sequences or UNCAPPED,
                 # A slice of fewer inputs than a worker process takes would be tokenized in-process.
-                feeding={**self.config.feeding(device), "min_slice": REMOTE_MIN_TEXTS},
+                feeding={
+                    **self.config.feeding(device),
+                    "min_slice": REMOTE_MIN_TEXTS,
+                    "weights": weights,
+                    "min_slice_weight": REMOTE_MIN_TEXTS * SLICE_CHARS_PER_TEXT,
+                },
                 profile=profile,
                 progress=progress,
             )

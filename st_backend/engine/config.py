@@ -24,7 +24,8 @@ class EngineConfig:
     max_batch_tokens: token budget of one packed batch (sum of real tokens, no padding); None: 4,096 on
         CPU, 65,536 on CUDA, less where a quarter of the free device memory cannot hold one layer's
         activations for that many tokens (see token_budget).
-    max_batch_sequences: cap on sequences per batch; None means ``encode(batch_size=...)`` is the cap.
+    max_batch_sequences: cap on sequences per batch; None: only the token budget limits a batch. ST's
+        ``encode(batch_size=...)`` does not cap packed batches (its default of 32 would fill ~1% of the budget).
     attention: "auto" (probe and pick the fastest backend that works here), or one backend by name.
     dtype: cast the model to this dtype at load. None (default): what ST loaded, so outputs have ST's dtype
         (ST returns float16 arrays from a float16 model, which code written for float32 may not take). "auto": on

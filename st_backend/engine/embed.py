@@ -13,7 +13,7 @@ from .packing import PackedBatch
 from .pooling import Segments, pool
 from .prefix import PROBE_TEXTS, shared_head
 from .profile import host
-from .tokenize import Tokenized
+from .tokenize import Tokenized, text_weights
 
 
 @dataclass
@@ -24,7 +24,6 @@ class EmbedRequest:
     prompt: str | None = None
     task: str | None = None
     output_value: str = "sentence_embedding"
-    max_sequences: int = 32
     normalize: bool = False
     truncate_dim: int | None = None
     save_to_cpu: bool = False
@@ -69,10 +68,10 @@ class EmbedEngine(PackedEngine):
             len(req.texts),
             lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
             device,
-            req.max_sequences,
             req.show_progress_bar,
             prof,
             prefix=self.shared_prefix(req, device, prompt_length),
+            weights=text_weights(req.texts),
         ):
             if req.output_value == "token_embeddings":
                 for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):

@@ -15,7 +15,7 @@ from .architectures import spec_for
 from .base import PackedEngine
 from .config import EngineConfig
 from .plan import TransformerPlan, why_not_transformer
-from .tokenize import Tokenized
+from .tokenize import Tokenized, text_weights
 
 
 @dataclass
@@ -69,7 +69,6 @@ class MultiVectorRequest:
     texts: list[str]
     prompt: str | None = None
     task: str | None = None
-    max_sequences: int = 32
     normalize: bool = False
     save_to_cpu: bool = False
     show_progress_bar: bool = False
@@ -117,9 +116,9 @@ class MultiVectorEngine(PackedEngine):
             len(req.texts),
             lambda start, stop: self.tokenize(req.texts[start:stop], req.prompt, req.task),
             device,
-            req.max_sequences,
             req.show_progress_bar,
             prof,
+            weights=text_weights(req.texts),
         ):
             values, counts = self._steps(hidden, batch, req.task)
             if req.normalize:

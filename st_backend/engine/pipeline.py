@@ -48,10 +48,24 @@ def chunk_bounds(n: int, chunk_size: int, first: int | None = None) -> Iterator[
         start, size = stop, min(chunk_size, 2 * size)
 
 
-def slices(start: int, stop: int, parts: int, min_size: int = 1) -> list[tuple[int, int]]:
-    """start..stop cut into at most ``parts`` near-equal slices of at least ``min_size`` items (one if shorter)."""
-    count = max(1, min(parts, (stop - start) // max(1, min_size)))
-    cuts = [start + (stop - start) * i // count for i in range(count + 1)]
+def slices(
+    start: int, stop: int, parts: int, min_size: int = 1, weights: np.ndarray | None = None, min_weight: int = 0
+) -> list[tuple[int, int]]:
+    """start..stop cut into at most ``parts`` slices of at least ``min_size`` items (one if shorter), or, with
+    ``weights`` (the cost of each of the n inputs, e.g. characters), into slices of near-equal weight: as many as
+    ``min_size`` items or ``min_weight`` weight per slice allow, so a few long texts are shared out too."""
+    n = stop - start
+    count = n // max(1, min_size)
+    if weights is not None:
+        w = np.cumsum(weights[start:stop], dtype=np.int64)
+        total = int(w[-1]) if n else 0
+        count = max(count, total // max(1, min_weight)) if min_weight else count
+    count = max(1, min(parts, count, n))
+    if weights is None or not total:
+        cuts = [start + n * i // count for i in range(count + 1)]
+    else:  # the first input past each equal share of the weight starts a slice
+        inner = np.searchsorted(w, [total * i / count for i in range(1, count)], side="left") + 1
+        cuts = sorted({start, stop, *(start + int(c) for c in inner if 0 < c < n)})
     return list(zip(cuts[:-1], cuts[1:]))
 
 
@@ -81,13 +95,16 @@ def packed_batches(
     pin: bool = False,
     prefetch: int = 4,
     min_slice: int = 1,
+    weights: np.ndarray | None = None,
+    min_slice_weight: int = 0,
     profile=None,
 ) -> Iterator[PackedBatch]:
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
     chunk_size None: tokenize everything here, then batch (one global sort). Otherwise chunks (growing to
-    chunk_size, see chunk_bounds) are each cut into up to ``threads`` slices of at least ``min_slice`` inputs,
-    tokenized at once by ``threads`` workers, joined, sorted and packed (and pinned if ``pin``) by a producer
+    chunk_size, see chunk_bounds) are each cut into up to ``threads`` slices (at least ``min_slice`` inputs or
+    ``min_slice_weight`` of ``weights``, each slice near-equal in weight: see slices), tokenized at once by
+    ``threads`` workers, joined, sorted and packed (and pinned if ``pin``) by a producer
     thread, ``prefetch`` batches ahead. A chunk is ready as soon as every worker has done a share of it, so the
     device's first batch, and each after it, waits for a fraction of a chunk's tokenization instead of all of it.
     profile: an engine Profile that times tokenization, packing and the consumer's waits.
@@ -123,7 +140,10 @@ def packed_batches(
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="st_backend-tokenize") as pool:
 
                 def submit(bound: tuple[int, int]) -> tuple[int, list]:
-                    return bound[0], [pool.submit(tokenize, a, b) for a, b in slices(*bound, threads, min_slice)]
+                    return bound[0], [
+                        pool.submit(tokenize, a, b)
+                        for a, b in slices(*bound, threads, min_slice, weights, min_slice_weight)
+                    ]
 
                 pending = deque(submit(bound) for bound in islice(bounds, AHEAD))
                 while pending and not stop.is_set():

@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import _compat
-
 # Shorter shared prefixes are not worth a second forward and a gather per layer.
 MIN_PREFIX_TOKENS = 4
 # Two texts that differ from their first character: what a template or prompt puts before both is the head.
@@ -34,9 +32,8 @@ class PrefixCache:
     """Per-layer keys and values of the current call's shared prefix (one per call: engine.forward_all), computed
     with the eager model and the packed backend."""
 
-    def __init__(self, model: torch.nn.Module, attn_name: str, position_offset: int) -> None:
-        self.model = model
-        self.attn_name = attn_name
+    def __init__(self, model: torch.nn.Module, position_offset: int) -> None:
+        self.model = model  # the runner's packed view (its config names the packed backend)
         self.position_offset = position_offset
         self._entry: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -47,15 +44,16 @@ class PrefixCache:
     def get(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(layers, len(ids), kv_heads, head_dim) keys and values of ``ids`` at positions 0..len-1."""
         key = (ids.tobytes(), str(device), next(self.model.parameters()).dtype)
-        if self._entry is None or self._entry[0] != key:
-            self._entry = (key, self._compute(ids, device))
-        return self._entry[1]
+        entry = self._entry  # read once: another thread's call may replace it meanwhile
+        if entry is None or entry[0] != key:
+            entry = self._entry = (key, self._compute(ids, device))
+        return entry[1]
 
     def _compute(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         size = len(ids)
         cu = torch.tensor([0, size], dtype=torch.int32, device=device)
         captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        with torch.no_grad(), _compat.attention_implementation(self.model, self.attn_name):
+        with torch.no_grad():
             self.model(
                 input_ids=torch.as_tensor(ids, dtype=torch.long, device=device)[None],
                 position_ids=(torch.arange(size, device=device) + self.position_offset)[None],

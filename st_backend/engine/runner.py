@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 
@@ -17,7 +18,12 @@ logger = logging.getLogger(__name__)
 
 
 class PackedRunner:
-    """Calls ``model`` (a transformers base model) on a PackedBatch through a registered attention backend."""
+    """Calls ``model`` (a transformers base model) on a PackedBatch through a registered attention backend.
+
+    It runs a view of the model (``_compat.packed_view``: same parameters and buffers, its own config naming the
+    backend), never the model itself, so calls from many threads, and ST's own path on the model, never see each
+    other's attention implementation.
+    """
 
     def __init__(
         self,
@@ -27,21 +33,22 @@ class PackedRunner:
         compile: bool | str = False,
         rewrites: tuple[str, ...] = (),
     ) -> None:
-        self.model = model
         self.arch = arch
         self.backend = backend
         self.attn_name = register(backend)
+        self.model = _compat.packed_view(model, self.attn_name)
+        self.state = model_state(model)
         self.position_offset = arch.position_offset(model.config)
-        self.prefixes = PrefixCache(model, self.attn_name, self.position_offset)
+        self.prefixes = PrefixCache(self.model, self.position_offset)
         # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
         mode = compile if isinstance(compile, str) else None
         options, self.rewrite_pass = compile_options(mode, rewrites if compile else ())
         if not compile:
-            self._call = model
+            self._call = self.model
         elif options is None:
-            self._call = torch.compile(model, dynamic=True, mode=mode)
+            self._call = torch.compile(self.model, dynamic=True, mode=mode)
         else:
-            self._call = torch.compile(model, dynamic=True, options=options)
+            self._call = torch.compile(self.model, dynamic=True, options=options)
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""
@@ -75,48 +82,61 @@ class PackedRunner:
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """-> (total_tokens, hidden) last hidden states of the packed row."""
-        with _compat.attention_implementation(self.model, self.attn_name):
-            out = self._call(**self.inputs(batch), return_dict=True)
-        return out.last_hidden_state[0]
+        return self._call(**self.inputs(batch), return_dict=True).last_hidden_state[0]
+
+
+def model_state(model: torch.nn.Module) -> tuple[int, ...]:
+    """Which parameter and buffer objects the model holds: ``model.to(...)`` replaces buffers and a resize replaces
+    modules, after which a view made earlier would run stale tensors."""
+    return tuple(map(id, model.parameters())) + tuple(map(id, model.buffers()))
 
 
 class RunnerCache:
-    """One PackedRunner per (device, dtype) for a model, its backend chosen by the probe and logged once."""
+    """One PackedRunner per (device, dtype) for a model, its backend chosen by the probe and logged once; rebuilt
+    when the model's tensors were replaced since (model_state)."""
 
     def __init__(self, model: torch.nn.Module, arch: ArchSpec, config) -> None:
         self.model = model  # the base model (no task head)
         self.arch = arch
         self.config = config
         self._runners: dict[tuple[str, torch.dtype], PackedRunner] = {}
+        self._lock = threading.Lock()
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
     def get(self, device: torch.device) -> PackedRunner:
-        dtype = self.dtype
-        key = (str(device), dtype)
-        if key not in self._runners:
-            backend, result = choose(
-                self.config.attention,
-                device,
-                dtype,
-                self.arch.layer_kinds(self.model.config),
-                self.config.xformers_torch_ops,
-            )
-            logger.info(
-                "st_backend: %s on %s/%s uses attention backend %r (%s)",
-                self.model.config.model_type,
-                device,
-                result.dtype,
-                backend.name,
-                "; ".join(result.lines()),
-            )
-            self._runners[key] = PackedRunner(
-                self.model,
-                self.arch,
-                backend,
-                compile=self.config.compile,
-                rewrites=rewrites_for(device) if self.config.rewrites is None else self.config.rewrites,
-            )
-        return self._runners[key]
+        key = (str(device), self.dtype)
+        runner = self._runners.get(key)
+        if runner is not None and runner.state == model_state(self.model):
+            return runner
+        with self._lock:
+            runner = self._runners.get(key)
+            if runner is None or runner.state != model_state(self.model):
+                runner = self._runners[key] = self._build(device, key[1])
+        return runner
+
+    def _build(self, device: torch.device, dtype: torch.dtype) -> PackedRunner:
+        backend, result = choose(
+            self.config.attention,
+            device,
+            dtype,
+            self.arch.layer_kinds(self.model.config),
+            self.config.xformers_torch_ops,
+        )
+        logger.info(
+            "st_backend: %s on %s/%s uses attention backend %r (%s)",
+            self.model.config.model_type,
+            device,
+            result.dtype,
+            backend.name,
+            "; ".join(result.lines()),
+        )
+        return PackedRunner(
+            self.model,
+            self.arch,
+            backend,
+            compile=self.config.compile,
+            rewrites=rewrites_for(device) if self.config.rewrites is None else self.config.rewrites,
+        )

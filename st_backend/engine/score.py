@@ -12,14 +12,13 @@ from .base import PackedEngine
 from .config import EngineConfig
 from .heads import SEQUENCE_CLASSIFICATION, causal_lm_last_logits
 from .plan import ScorePlan
-from .tokenize import Tokenized
+from .tokenize import Tokenized, text_weights
 
 
 @dataclass
 class ScoreRequest:
     pairs: list[tuple[str, str]]
     prompt: str | None = None
-    max_sequences: int = 32
     show_progress_bar: bool = False
 
 
@@ -60,11 +59,11 @@ class ScoreEngine(PackedEngine):
             len(req.pairs),
             lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
             device,
-            req.max_sequences,
             req.show_progress_bar,
             prof,
             desc="Pairs",
             prefix=self.shared_prefix(req.prompt, device),
+            weights=text_weights(req.pairs),
         ):
             if self.plan.causal:
                 features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}

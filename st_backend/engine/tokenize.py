@@ -171,3 +171,16 @@ def _single_types_zero(spec: dict) -> bool:
         return False
 
     return zero(spec.get("post_processor"))
+
+
+# Tokenization cost of a text past this many characters is bounded by the pre-cut (engine/precut.py).
+WEIGHT_CAP = 1 << 14
+
+
+def text_weights(items: list) -> np.ndarray:
+    """(N,) characters per input (texts, or tuples of texts), capped at WEIGHT_CAP: how tokenizer work is shared."""
+
+    def size(item) -> int:
+        return len(item) if isinstance(item, str) else sum(len(t) for t in item if isinstance(t, str))
+
+    return np.fromiter((min(size(item), WEIGHT_CAP) for item in items), dtype=np.int64, count=len(items))

@@ -14,6 +14,7 @@ from ..engine.plan import build_score_plan
 from ..engine.score import ScoreEngine, ScoreRequest
 from ..templates import with_chat_template
 from ._fallback import warn_fallback
+from .pool import PoolMixin
 
 
 def check_pairs(inputs: list) -> None:
@@ -28,7 +29,7 @@ def check_pairs(inputs: list) -> None:
                 raise TypeError(f"inputs[{i}][{j}] is {type(text).__name__}; pairs hold two strings")
 
 
-class CrossEncoder(sentence_transformers.CrossEncoder):
+class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
     """Drop-in ``sentence_transformers.CrossEncoder``.
 
     chat_template: a template string or a path to a .jinja file; overrides ``chat_template.jinja`` beside the
@@ -96,7 +97,7 @@ class CrossEncoder(sentence_transformers.CrossEncoder):
         self.eval()
         if not inputs:
             return torch.tensor([], device=device)
-        request = ScoreRequest([tuple(p) for p in inputs], prompt, batch_size, show_progress_bar)
+        request = ScoreRequest([tuple(p) for p in inputs], prompt, show_progress_bar)
         scores = engine.score(request, device)
         # What ST does to each batch's scores, in ST's order.
         if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:

@@ -23,6 +23,7 @@ from ..engine.multivector import MultiVectorEngine, MultiVectorRequest, build_mu
 from ..late_interaction import MAX_ELEMENTS, PackedEmbeddings, maxsim, rank_scores
 from ..matryoshka import Matryoshka
 from ._fallback import call_reason, warn_fallback
+from .pool import PoolMixin
 from .sentence_transformer import check_text_inputs
 
 logger = logging.getLogger("st_backend")
@@ -41,7 +42,7 @@ def _as_rows(embeddings) -> list | PackedEmbeddings | None:
     return None
 
 
-class MultiVectorEncoder(sentence_transformers.MultiVectorEncoder):
+class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
     """Drop-in ``sentence_transformers.MultiVectorEncoder``.
 
     engine: EngineConfig for the packed engine. truncate_dim: keep the first dimensions of every token vector
@@ -172,7 +173,7 @@ class MultiVectorEncoder(sentence_transformers.MultiVectorEncoder):
         self.eval()
         filled = engine.filled_expansion
         packed = engine.encode(
-            MultiVectorRequest(texts=inputs, prompt=prompt, task=task, max_sequences=batch_size, normalize=normalize),
+            MultiVectorRequest(texts=inputs, prompt=prompt, task=task, normalize=normalize),
             device,
         )
         if engine.filled_expansion > filled:

@@ -17,6 +17,7 @@ from ..late_interaction import PackedEmbeddings
 from ..matryoshka import Matryoshka
 from ..templates import with_chat_template
 from ._fallback import call_reason, warn_fallback
+from .pool import PoolMixin
 
 
 def check_text_inputs(inputs: list) -> str | None:
@@ -32,7 +33,7 @@ def check_text_inputs(inputs: list) -> str | None:
     return "text pairs are tokenized together by ST's processor" if has_pairs else None
 
 
-class SentenceTransformer(sentence_transformers.SentenceTransformer):
+class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
     """Drop-in ``sentence_transformers.SentenceTransformer``; engine settings come in as ``engine=EngineConfig(...)``."""
 
     def __init__(
@@ -145,7 +146,6 @@ class SentenceTransformer(sentence_transformers.SentenceTransformer):
             prompt=prompt,
             task=task,
             output_value=output_value,
-            max_sequences=batch_size,
             normalize=normalize_embeddings,
             truncate_dim=truncate_dim,
             save_to_cpu=save_to_cpu,

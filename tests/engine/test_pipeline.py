@@ -103,3 +103,19 @@ def test_each_chunk_is_tokenized_in_slices_on_every_thread():
     assert sizes == [64, 128, 256, 512, 40]  # one batch per chunk: slices joined before batching
     assert sorted(calls)[:4] == [(0, 16), (16, 32), (32, 48), (48, 64)]  # the first chunk, cut four ways
     assert len(calls) == 4 + 4 + 4 + 4 + 2
+
+
+def test_weighted_slices_share_a_few_long_texts_out():
+    from st_backend.engine.pipeline import slices
+    from st_backend.engine.tokenize import WEIGHT_CAP, text_weights
+
+    weights = np.array([1000] * 8 + [1] * 56)  # 8 long texts first, then short ones
+    got = slices(0, 64, 4, 64, weights, min_weight=1000)
+    assert len(got) == 4 and got[0][0] == 0 and got[-1][1] == 64
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+    shares = [int(weights[a:b].sum()) for a, b in got]
+    assert max(shares) <= 2 * 8056 / 4  # near-equal weight, not near-equal counts
+    assert slices(0, 64, 4, 64) == [(0, 64)]  # by count alone: one slice, as before
+    assert slices(0, 64, 4, 64, weights, min_weight=10**6) == [(0, 64)]  # too little work to share
+    assert slices(0, 3, 8, 1, np.array([5, 5, 5]), min_weight=1) == [(0, 1), (1, 2), (2, 3)]
+    assert text_weights(["ab", ("abc", "d"), "x" * (WEIGHT_CAP + 5)]).tolist() == [2, 4, WEIGHT_CAP]

@@ -60,16 +60,24 @@ class ReferenceBackend(AttentionBackend):
         return None
 
     def _layout(self, packed: PackedAttention) -> _Layout:
-        # Every layer of one forward gets the same cu_seqlens tensor: build the indices once.
+        # Every layer of one forward gets the same cu_seqlens tensor: build the indices once. Threads share this
+        # instance: read the cache once, so a layout another thread stored meanwhile is never returned.
         key = (packed.cu_seqlens, packed.cu_seqlens_k)
-        if self._cache is None or any(a is not b for a, b in zip(self._cache[0], key)):
-            self._cache = (key, _Layout(packed))
-        return self._cache[1]
+        cache = self._cache
+        if cache is None or any(a is not b for a, b in zip(cache[0], key)):
+            cache = self._cache = (key, _Layout(packed))
+        return cache[1]
 
     def attend(self, q, k, v, packed, *, scale, causal, window):
-        layout = self._layout(packed)
         heads = q.shape[1]
         k, v = repeat_kv(k, heads), repeat_kv(v, heads)
+        if packed.cu_seqlens.shape[0] == 2 and packed.cu_seqlens_k is None and window is None:
+            # One sequence (a single query, say): nothing to pad or mask but causality.
+            out = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], is_causal=causal, scale=scale
+            )
+            return out[0].transpose(0, 1)
+        layout = self._layout(packed)
 
         def grid(x: torch.Tensor, g: _Grid) -> torch.Tensor:
             out = x.new_zeros(g.n * g.max_len, heads, x.shape[-1])

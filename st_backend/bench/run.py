@@ -1,0 +1,224 @@
+"""``st-backend bench``: plain ST and st_backend in one process, same model, texts and dtype, alternating after
+warm-up; outputs checked against each other inside the run, so a fast wrong result is a failure.
+
+Every run times four calls: plain ST's and st_backend's *default call* (``encode(texts)`` / ``predict(pairs)``
+exactly as ST's documentation writes them: what a user gets by changing only the import), plain ST at each
+``--st-batch-sizes`` (its best is the fair tuned reference), and st_backend tuned (the engine flags given here,
+``--batch-size``). ``--latency N`` instead makes N calls of one input each and reports p50 / p99.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .corpora import load_corpus
+from .models import SIZES, build_random_model, template_for
+from .tasks import TASKS
+
+
+@dataclass
+class Side:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    peak_memory_mb: float | None = None
+    output: object = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def timed(fn, device: torch.device):
+    """(fn's output, seconds, peak CUDA memory in MB or None), the device synchronised around the call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return out, elapsed, peak
+
+
+def padded_tokens(lengths: np.ndarray, batch_size: int) -> int:
+    """Tokens plain ST pushes through the model: it sorts by length and pads each batch to its longest."""
+    ordered = np.sort(lengths)[::-1]
+    return int(
+        sum(batch.max() * len(batch) for batch in np.split(ordered, range(batch_size, len(ordered), batch_size)))
+    )
+
+
+def engine_config(args):
+    from ..engine.config import EngineConfig
+
+    return EngineConfig(
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_sequences=args.max_batch_sequences,
+        compile=args.compile,
+        attention=args.attention,
+        rewrites=args.rewrites,
+        tokenizer_threads=args.tokenizer_threads,
+        tokenizer_processes=args.tokenizer_processes,
+        profile=args.profile,
+    )
+
+
+def load_models(args, device: torch.device, dtype: torch.dtype):
+    """(path, plain ST model, st_backend tuned, st_backend with default settings) for ``args.task``."""
+    import sentence_transformers
+
+    import st_backend
+
+    from ..default_model import resolve_model
+    from ..engine.config import EngineConfig
+
+    path = (
+        build_random_model(args.model, args.task, args.max_length) if args.model in SIZES else resolve_model(args.model)
+    )
+    task = TASKS[args.task]
+    template = template_for(args.model) if args.task == "rerank" else None
+    plain_kwargs = {"processor_kwargs": {"chat_template": template}} if template else {}
+    fast_kwargs = {"chat_template": template} if template else {}
+    plain = getattr(sentence_transformers, task.plain_class)(path, device=str(device), **plain_kwargs).to(dtype)
+    tuned = engine_config(args)
+    fast = getattr(st_backend, task.plain_class)(path, device=str(device), engine=tuned, **fast_kwargs).to(dtype)
+    default = fast
+    if tuned != EngineConfig():
+        default = getattr(st_backend, task.plain_class)(path, device=str(device), **fast_kwargs).to(dtype)
+    if args.max_seq_length:
+        for model in {id(m): m for m in (plain, fast, default)}.values():
+            model.max_seq_length = args.max_seq_length
+    return path, plain, fast, default
+
+
+def run_bench(args) -> dict:
+    import sentence_transformers
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    if args.task == "maxsim":
+        from .maxsim import run_maxsim
+
+        return run_maxsim(args, device, dtype)
+    task = TASKS[args.task]
+    texts = load_corpus(args.texts or args.corpus, args.num_texts, args.data_dir, args.long_tokens)
+    inputs = task.inputs(texts)
+    path, plain, fast, default = load_models(args, device, dtype)
+    report = {
+        "model": args.model,
+        "task": args.task,
+        "corpus": args.texts or args.corpus,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""),
+        "versions": {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__},
+        "inputs": len(inputs),
+        "max_seq_length": getattr(fast, "max_seq_length", None),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "fn"},
+    }
+    if args.latency:
+        return {**report, **latency(task, plain, default, inputs, args.latency, device)}
+    lengths = np.asarray(task.tokens(fast, inputs))
+    n_tokens = int(lengths.sum())
+    calls = {"plain ST default call": lambda: task.default_call(plain, inputs)}
+    for bs in args.st_batch_sizes:
+        calls[f"plain ST bs={bs}"] = lambda bs=bs: task.tuned_call(plain, inputs, bs)
+    calls["st_backend default call"] = lambda: task.default_call(default, inputs)
+    calls["st_backend tuned"] = lambda: task.tuned_call(fast, inputs, args.batch_size)
+    sides = {name: Side(name) for name in calls}
+    for fn in calls.values():  # warm-up (and compile)
+        fn()
+    for _ in range(args.repeats):
+        for name, fn in calls.items():
+            out, sec, peak = timed(fn, device)
+            sides[name].seconds.append(sec)
+            sides[name].peak_memory_mb = peak
+            sides[name].output = out
+            del out
+        gc.collect()
+    plain_sizes = [f"plain ST bs={bs}" for bs in args.st_batch_sizes]
+    best = min(plain_sizes, key=lambda name: sides[name].median)
+    threshold = 0.999 if dtype != torch.float32 else 0.99999
+    fidelity = {}
+    for label, ref, got in (
+        ("default call", "plain ST default call", "st_backend default call"),
+        ("tuned", best, "st_backend tuned"),
+    ):
+        name, value = task.compare(sides[ref].output, sides[got].output)
+        fidelity[label] = {"metric": name, "value": value}
+    tuned_engine = task_engine(fast, args.task)
+    report.update(
+        {
+            "tokens": n_tokens,
+            "attention_backend": attention_backend(fast, args.task),
+            "rewrites": rewrite_counts(fast, args.task),
+            "tokenizer_processes": fast.engine_config.processes(device),
+            "padding_tokens_avoided": padded_tokens(lengths, 32) - n_tokens,
+            "rows": {
+                name: {
+                    "seconds": s.median,
+                    "tokens_per_s": n_tokens / s.median,
+                    "inputs_per_s": len(inputs) / s.median,
+                    "peak_mb": s.peak_memory_mb,
+                }
+                for name, s in sides.items()
+            },
+            "best_plain_batch_size": int(best.split("=")[1]),
+            "speedup_default_call": sides["plain ST default call"].median / sides["st_backend default call"].median,
+            "speedup": sides[best].median / sides["st_backend tuned"].median,
+            "default_share_of_tuned": sides["st_backend tuned"].median / sides["st_backend default call"].median,
+            "fidelity": {
+                **fidelity,
+                "threshold": threshold,
+                "ok": all(f["value"] >= threshold for f in fidelity.values()),
+            },
+            "profile_of_last_st_backend_run": None if isinstance(tuned_engine, str) else tuned_engine.last_profile,
+        }
+    )
+    return report
+
+
+def latency(task, plain, fast, inputs, calls: int, device: torch.device) -> dict:
+    """``calls`` default calls of one input each, alternating sides (which goes first alternates too)."""
+    one = [inputs[i % len(inputs)] for i in range(calls)]
+    wrap = (lambda x: x) if isinstance(one[0], str) else (lambda x: [x])  # encode(text); predict([pair])
+    for x in one[:10]:
+        task.default_call(plain, wrap(x)), task.default_call(fast, wrap(x))
+    seconds = {"plain ST": [], "st_backend": []}
+    for i, x in enumerate(one):
+        order = (("plain ST", plain), ("st_backend", fast)) if i % 2 else (("st_backend", fast), ("plain ST", plain))
+        for name, model in order:
+            seconds[name].append(timed(lambda m=model, x=x: task.default_call(m, wrap(x)), device)[1])
+    rows = {
+        name: {"p50_ms": 1e3 * float(np.percentile(s, 50)), "p99_ms": 1e3 * float(np.percentile(s, 99))}
+        for name, s in seconds.items()
+    }
+    ok = all(rows["st_backend"][k] <= rows["plain ST"][k] for k in ("p50_ms", "p99_ms"))
+    return {"latency": rows, "calls": calls, "fidelity": {"ok": True}, "latency_ok": ok}
+
+
+def task_engine(fast, task: str):
+    """The engine serving the task's calls, or the reason they run ST's own path."""
+    return fast.engine() if task == "rerank" else fast.engine_for("document" if task == "colbert" else None)
+
+
+def attention_backend(fast, task: str) -> str:
+    engine = task_engine(fast, task)
+    return engine if isinstance(engine, str) else engine.runner(fast.device).backend.name
+
+
+def rewrite_counts(fast, task: str) -> dict[str, int]:
+    """Sites each graph rewrite replaced while compiling in this process (a graph taken from Inductor's cache is
+    not rewritten again, and counts 0)."""
+    engine = task_engine(fast, task)
+    if isinstance(engine, str):
+        return {}
+    rewrite_pass = engine.runner(fast.device).rewrite_pass
+    return dict(rewrite_pass.counts) if rewrite_pass is not None else {}

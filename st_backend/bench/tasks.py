@@ -1,0 +1,80 @@
+"""What ``st-backend bench`` runs per task: how both sides load, the call a user writes without changing code (ST's
+defaults), the tuned call, one input for latency, and how outputs are compared. One table, no per-task branches
+in the runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def _tensor(out) -> torch.Tensor:
+    """Any call's output (array, tensor, list of either) as one float32 CPU tensor of rows."""
+    if isinstance(out, list):
+        out = torch.cat([torch.as_tensor(np.asarray(o) if not isinstance(o, torch.Tensor) else o) for o in out])
+    return torch.as_tensor(out).float().cpu().reshape(len(out), -1)
+
+
+def min_cosine(ref, got) -> tuple[str, float]:
+    ref, got = _tensor(ref), _tensor(got)
+    return "min cosine", float(torch.nn.functional.cosine_similarity(ref, got).min())
+
+
+def pearson(ref, got) -> tuple[str, float]:
+    ref, got = _tensor(ref).numpy().ravel(), _tensor(got).numpy().ravel()
+    return "pearson of scores", float(np.corrcoef(ref, got)[0, 1]) if len(ref) > 1 else float(np.isclose(ref, got))
+
+
+@dataclass(frozen=True)
+class Task:
+    unit: str
+    plain_class: str  # the sentence_transformers class name; st_backend has one of the same name
+    inputs: Callable[[list[str]], list]  # the corpus texts -> this task's inputs
+    default_call: Callable  # (model, inputs) -> output, exactly as ST's docs write it
+    tuned_call: Callable  # (model, inputs, batch_size) -> tensor
+    compare: Callable  # (ref, got) -> (name, value)
+    tokens: Callable  # (st_backend model, inputs) -> token counts per input (what the engine runs)
+
+
+def _queries(n: int) -> list[str]:
+    from .corpora import synthetic_corpus
+
+    return synthetic_corpus(n, median_words=6, sigma=0.3, seed=1)
+
+
+TASKS: dict[str, Task] = {
+    "embed": Task(
+        unit="texts",
+        plain_class="SentenceTransformer",
+        inputs=lambda texts: texts,
+        default_call=lambda model, inputs: model.encode(inputs),
+        tuned_call=lambda model, inputs, bs: model.encode(inputs, batch_size=bs, convert_to_tensor=True),
+        compare=min_cosine,
+        tokens=lambda model, inputs: model.engine_for(None).tokenize(inputs, None, None).lengths,
+    ),
+    "rerank": Task(
+        unit="pairs",
+        plain_class="CrossEncoder",
+        inputs=lambda texts: list(zip(_queries(len(texts)), texts)),
+        default_call=lambda model, inputs: model.predict(inputs),
+        tuned_call=lambda model, inputs, bs: model.predict(
+            inputs, batch_size=bs, activation_fn=torch.nn.Identity(), convert_to_tensor=True
+        ),
+        compare=pearson,
+        tokens=lambda model, inputs: model.engine().tokenize(inputs, None).lengths,
+    ),
+    "colbert": Task(
+        unit="texts",
+        plain_class="MultiVectorEncoder",
+        inputs=lambda texts: texts,
+        default_call=lambda model, inputs: model.encode_document(inputs),
+        tuned_call=lambda model, inputs, bs: torch.cat(model.encode_document(inputs, batch_size=bs)),
+        compare=min_cosine,
+        tokens=lambda model, inputs: (
+            model.engine_for("document").tokenize(inputs, model.prompts.get("document"), "document").lengths
+        ),
+    ),
+}
