@@ -18,7 +18,7 @@ try:
     documents = ["Go to settings and choose Reset PIN.", "Our branches open at nine.", "PIN resets need your card."]
     for hit in model.rank(query, documents, return_documents=True):
         print(f"{hit['score']:.4f}  {hit['text']}")
-    print("rendered:", repr(model.engine().template.render((query, documents[0]))))
+    print("rendered:", repr(model.rendered((query, documents[0]))))
     pairs = [(query, d) for d in documents]
     print("max |st_backend - plain ST|:", np.abs(model.predict(pairs) - plain.predict(pairs)).max())
 finally:

@@ -30,7 +30,7 @@ try:
     # A document far longer than max_length: the document is cut, the template's tail is kept.
     model.max_seq_length = 128
     long_pair = ("what is a cat?", "cats are small and furry animals " * 200)
-    ids = model.engine().tokenize([long_pair], None).ids[0]
+    ids = np.asarray(model.token_ids([long_pair])[0])
     tail = model[0].tokenizer("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>", add_special_tokens=False)
     ends = ids[-len(tail["input_ids"]) :].tolist() == tail["input_ids"]
     print(f"fed {len(ids)} tokens (max_seq_length 128); ends with the template's suffix: {ends}")

@@ -30,6 +30,7 @@ __all__ = [
     "Transformer",
     "attention_implementation",
     "packed_view",
+    "remote_code_reason",
     "prompt_length",
     "route_modules",
     "text_max_length",
@@ -57,6 +58,22 @@ def packed_view(model: torch.nn.Module, attn_name: str) -> torch.nn.Module:
     view = copy.deepcopy(model, memo)
     view.config._attn_implementation = attn_name  # the setter recurses into sub-configs
     return view
+
+
+def remote_code_reason(model: torch.nn.Module) -> str | None:
+    """Why ``model`` is not transformers' own class for its config's model_type (remote code reusing a stock
+    model_type, as Jina's models do: their forward may ignore cu_seq_lens), or None when it is."""
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    model_type = getattr(model.config, "model_type", None)
+    expected = f"transformers.models.{model_type_to_module_name(model_type)}."
+    module = type(model).__module__
+    if module.startswith(expected):
+        return None
+    return (
+        f"{type(model).__name__} comes from {module}, not transformers' {model_type!r} classes "
+        "(remote code: its forward may not take packed sequences)"
+    )
 
 
 def route_modules(router: Router, task: str | None) -> list[torch.nn.Module]:
@@ -101,6 +118,38 @@ def placement_is_delegated(model) -> bool:
 def template_declares_task(transformer: Transformer) -> bool:
     """Whether ST passes ``task=`` into this module's chat template (task-aware templates)."""
     return bool(transformer._chat_template_declares_task())
+
+
+def input_formatter(transformer: Transformer):
+    """ST's InputFormatter of a module: how it turns texts, pairs and dicts into messages (flat or structured)."""
+    return transformer.input_formatter
+
+
+def is_text_pair(item) -> bool:
+    from sentence_transformers.base.modality import InputFormatter
+
+    return InputFormatter.is_text_pair(item)
+
+
+def is_conversation(item) -> bool:
+    """A message dict or a list of them (ST's "message" modality)."""
+    from sentence_transformers.base.modality import is_message_dict
+
+    if isinstance(item, dict):
+        return is_message_dict(item)
+    return isinstance(item, list) and bool(item) and is_message_dict(item[0])
+
+
+def chat_template_kwargs(transformer: Transformer, task: str | None) -> dict:
+    """The kwargs ST's preprocess renders this module's chat template with (size kwargs and ST's own
+    ``restore_suffix`` flag aside: they only affect tokenization), ``task`` included when the template declares it."""
+    from sentence_transformers.base.modules.transformer import _APPLY_CHAT_TEMPLATE_TOP_LEVEL_KWARGS
+
+    kwargs = dict((transformer.processing_kwargs or {}).get("chat_template") or {})
+    kwargs = {k: v for k, v in kwargs.items() if k not in _APPLY_CHAT_TEMPLATE_TOP_LEVEL_KWARGS | {"restore_suffix"}}
+    if task is not None and template_declares_task(transformer):
+        kwargs = {"task": task, **kwargs}
+    return kwargs
 
 
 def _empty_document_score() -> float:

@@ -1,24 +1,19 @@
-"""Score and prompt templates: loading, validation, and template-aware truncation.
-
-A template is a transformers chat template. A pair becomes two messages with roles ``query`` and
-``document`` (ST 6.2's convention), a single text one ``user`` message, and an instruction (ST's prompt) a
-leading ``system`` message. When a render is too long, content is cut (the last message's first, then the
-earlier ones, only if that cannot make room), never the template: the result is exactly the render of the
-cut texts, so it keeps the template's prefix and ends with its suffix, and no token merges across a cut.
+"""Chat templates on the ST side: where a model's template comes from (given at load, a ``score_template`` in its
+ST config, a ``chat_template.jinja`` beside it, its tokenizer), the one-time note for a template not written for
+scoring, and the callables the engine renders conversations with (engine/chat.py), built from ST's own message
+formatting so that every conversation is the one ST would render.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-import numpy as np
+from . import _compat
+from .engine.chat import ChatFunctions, Conversation, say_once
 
-from .engine.prefix import PROBE_TEXTS, shared_head
-from .engine.tokenize import TextTokenizer, Tokenized
-
-PAIR_ROLES = ("query", "document")
-_PROBES = ((PROBE_TEXTS[0], "first probe document"), (PROBE_TEXTS[1], "second document text"))
+_GENERATIVE_MARKS = ("add_generation_prompt", "assistant")
 
 
 def load_chat_template(value: str | os.PathLike) -> str:
@@ -32,111 +27,104 @@ def load_chat_template(value: str | os.PathLike) -> str:
     return text
 
 
-def with_chat_template(kwargs: dict, chat_template: str | os.PathLike | None) -> dict:
-    """Model constructor kwargs with ``chat_template`` (string or .jinja path) passed to ST's processor."""
-    if chat_template is not None:
-        processor_kwargs = {
-            **(kwargs.get("processor_kwargs") or {}),
-            "chat_template": load_chat_template(chat_template),
-        }
-        kwargs = {**kwargs, "processor_kwargs": processor_kwargs}
-    return kwargs
+def score_template_of(model_name_or_path) -> str | None:
+    """The ``score_template`` a model's ``config_sentence_transformers.json`` declares (a template string, or a
+    file name beside it), or None."""
+    if not isinstance(model_name_or_path, (str, os.PathLike)):
+        return None
+    config = Path(model_name_or_path) / "config_sentence_transformers.json"
+    if not config.is_file():
+        return None
+    value = json.loads(config.read_text(encoding="utf-8")).get("score_template")
+    if not value:
+        return None
+    beside = Path(model_name_or_path) / str(value)
+    return beside.read_text(encoding="utf-8") if beside.is_file() else load_chat_template(value)
 
 
-def build_messages(contents: tuple[str, ...], instruction: str | None) -> list[dict[str, str]]:
-    roles = PAIR_ROLES if len(contents) == 2 else ("user",)
-    messages = [{"role": "system", "content": instruction}] if instruction else []
-    return messages + [{"role": role, "content": text} for role, text in zip(roles, contents)]
+def with_chat_template(kwargs: dict, chat_template, model_name_or_path=None) -> dict:
+    """Model constructor kwargs with the chat template ST's processor is loaded with: ``chat_template`` (a string
+    or .jinja path), else the model's declared ``score_template``; ``chat_template=False`` loads none at all
+    (plain pair tokenization, as ST's ``processor_kwargs={"chat_template": None}``)."""
+    if chat_template is None and "chat_template" not in (kwargs.get("processor_kwargs") or {}):
+        chat_template = score_template_of(model_name_or_path)
+    if chat_template is None:
+        return kwargs
+    template = None if chat_template is False else load_chat_template(chat_template)
+    processor_kwargs = {**(kwargs.get("processor_kwargs") or {}), "chat_template": template}
+    return {**kwargs, "processor_kwargs": processor_kwargs}
 
 
-class ChatTemplate:
-    """Renders texts through one chat template and tokenizes the result (no special tokens added)."""
-
-    def __init__(self, hf_tokenizer, template: str, tokenizer: TextTokenizer | None = None) -> None:
-        self.hf = hf_tokenizer
-        self.template = template
-        self.tokenizer = tokenizer or TextTokenizer(hf_tokenizer)
-        self._prefixes: dict[tuple[str, int], np.ndarray | None] = {}
-
-    def render(self, contents: tuple[str, ...], instruction: str | None = None) -> str:
-        messages = build_messages(contents, instruction)
-        return self.hf.apply_chat_template(messages, tokenize=False, chat_template=self.template)
-
-    def check_pairs(self, model_name: str = "this model") -> None:
-        """Raise ValueError if the template renders without the query or without the document."""
-        try:
-            base = self.render(_PROBES[0])
-            missing = [
-                role
-                for i, role in enumerate(PAIR_ROLES)
-                if self.render(tuple(_PROBES[1][j] if j == i else _PROBES[0][j] for j in range(2))) == base
-            ]
-        except Exception as exc:
-            raise ValueError(f"The chat template of {model_name} fails to render a query/document pair: {exc}") from exc
-        if missing:
-            which = " and ".join(f"the {role} (role {role!r})" for role in missing)
-            raise ValueError(
-                f"The chat template of {model_name} renders without {which}. A pair is passed as two messages "
-                "with roles 'query' and 'document'; supply a template that renders both, e.g.\n"
-                '  question:{{ messages[0]["content"] }} \\n \\n passage:{{ messages[1]["content"] }}\n'
-                "with CrossEncoder(..., chat_template=<template string or .jinja path>), or a chat_template.jinja "
-                "file beside the model."
-            )
-
-    def shared_prefix(self, instruction: str | None, arity: int = 2) -> np.ndarray | None:
-        """Token ids every render of ``arity`` texts starts with (the template's head and instruction): see
-        engine.prefix.shared_head."""
-        key = (instruction or "", arity)
-        if key not in self._prefixes:
-            probes = [p if arity == 2 else p[:1] for p in _PROBES]
-            probes = self.tokenizer([self.render(p, instruction) for p in probes], None, False).ids
-            self._prefixes[key] = shared_head(*probes)
-        return self._prefixes[key]
-
-    def encode(
-        self, items: list[tuple[str, ...]], instruction: str | None, max_length: int | None
-    ) -> tuple[Tokenized, int]:
-        """Tokenize each item's render, cutting content to fit ``max_length``; also returns how many were cut."""
-        rendered = [self.render(contents, instruction) for contents in items]
-        tokens = self.tokenizer(rendered, None, add_special_tokens=False)
-        cut = 0
-        if max_length is not None:
-            for i, length in enumerate(tokens.lengths):
-                if length > max_length:
-                    fitted = self.tokenizer(
-                        [self.render(self.fit(items[i], instruction, max_length), instruction)], None, False
-                    )
-                    tokens.ids[i], tokens.lengths[i] = fitted.ids[0], fitted.lengths[0]
-                    if tokens.type_ids is not None:
-                        tokens.type_ids[i] = fitted.type_ids[0]
-                    cut += 1
-        return tokens, cut
-
-    def _length(self, contents: tuple[str, ...], instruction: str | None) -> int:
-        return int(self.tokenizer([self.render(contents, instruction)], None, False).lengths[0])
-
-    def fit(self, contents: tuple[str, ...], instruction: str | None, max_length: int) -> tuple[str, ...]:
-        """The contents cut at token boundaries, last message first, so that the render fits ``max_length``."""
-        contents = list(contents)
-        for slot in reversed(range(len(contents))):
-            text = contents[slot]
-            # Cut points: the end of each of the text's own tokens (a cut never splits a token).
-            ends = sorted({end for _, end in self.tokenizer.offsets(text)})
-            cuts = [0, *ends]
-            lo, hi = 0, len(cuts) - 1  # largest index whose cut fits
-            contents[slot] = text[: cuts[lo]]
-            if self._length(tuple(contents), instruction) > max_length:
-                continue  # even empty, this slot cannot make room: cut the one before it too
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                contents[slot] = text[: cuts[mid]]
-                if self._length(tuple(contents), instruction) <= max_length:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            contents[slot] = text[: cuts[lo]]
-            return tuple(contents)
-        raise ValueError(
-            f"The template alone renders {self._length(tuple(contents), instruction)} tokens, more than "
-            f"max_length={max_length}: raise max_length (model.max_seq_length) or shorten the template/instruction"
+def note_generative_template(template: str | None, model_name: str) -> None:
+    """Say once when a cross-encoder's only template looks like a generative chat template (system / user /
+    assistant turns) rather than one written for scoring a query and a document."""
+    if not template or ("query" in template and "document" in template):
+        return
+    if any(mark in template for mark in _GENERATIVE_MARKS):
+        say_once(
+            f"the chat template of {model_name} comes from its tokenizer and looks like a generative chat "
+            "template, not one written for scoring: pairs are rendered through it as ST does (roles 'query' and "
+            "'document'). To score plain pairs instead, load with CrossEncoder(..., chat_template=False) (plain "
+            "ST: processor_kwargs={'chat_template': None}); to give a scoring template, chat_template=<template "
+            "or .jinja path>, or 'score_template' in config_sentence_transformers.json."
         )
+
+
+def chat_functions(transformer, task: str | None = None) -> ChatFunctions | None:
+    """The engine's view of a Transformer module whose text is rendered through a chat template ("message"
+    modality), or None for plain text."""
+    processor = transformer.processor
+    if "message" not in transformer.modality_config or getattr(processor, "chat_template", None) is None:
+        return None
+    formatter = _compat.input_formatter(transformer)
+    kwargs = _compat.chat_template_kwargs(transformer, task)
+
+    def render(conversation: Conversation) -> str:
+        return processor.apply_chat_template(conversation, tokenize=False, **kwargs)
+
+    def probe(contents: tuple[str, ...], instruction: str | None) -> Conversation:
+        conversation = text_conversation(formatter, contents[0] if len(contents) == 1 else contents)
+        return formatter.prepend_prompt_to_messages([conversation], instruction)[0] if instruction else conversation
+
+    def st_ids(conversation: Conversation) -> list[int]:
+        features = transformer.preprocess([conversation], task=task) if task else transformer.preprocess([conversation])
+        ids, mask = features["input_ids"][0], features["attention_mask"][0].bool()
+        return ids[mask].tolist()
+
+    return ChatFunctions(render=render, probe=probe, st_ids=st_ids, template=lambda: processor.chat_template)
+
+
+def text_conversation(formatter, item) -> Conversation:
+    """The conversation ST builds for one text (a "user" message) or text pair ("query" and "document")."""
+    if isinstance(item, str):
+        return formatter.to_message({"text": item})
+    query, document = item
+    return formatter.to_message({"text": query}, role="query") + formatter.to_message(
+        {"text": document}, role="document"
+    )
+
+
+def to_conversations(transformer, inputs: list, prompt: str | None) -> list[Conversation] | str:
+    """Every input as the conversation ST renders for it (texts, text pairs, conversations, single message
+    dicts, ``{"text": ...}`` dicts), the prompt as a leading system message; or why they need ST's own path."""
+    formatter = _compat.input_formatter(transformer)
+    conversations, kinds = [], set()
+    for item in inputs:
+        if isinstance(item, str) or _compat.is_text_pair(item):
+            conversations.append(text_conversation(formatter, item))
+            kinds.add("text")
+            continue
+        modality, processor_inputs, _ = formatter.parse_inputs([item])
+        if modality != "message":
+            modality, processor_inputs = formatter.batch_to_message(modality, processor_inputs)
+        conversations.append(processor_inputs["message"][0])
+        kinds.add("pair" if isinstance(item, tuple) else "message" if _compat.is_conversation(item) else "text")
+    if {"message", "text"} <= kinds and "pair" not in kinds:
+        raise ValueError(
+            "this call mixes conversations (message dicts) with texts: ST 6.2 then nests each conversation inside "
+            "a 'user' message, so its result for a row depends on what else is in the call. Encode conversations "
+            "and texts in separate calls."
+        )
+    if not formatter.is_text_only_messages(conversations):
+        return "inputs that are not text (images, audio, video) go through ST's processor"
+    return formatter.prepend_prompt_to_messages(conversations, prompt) if prompt else conversations

@@ -100,7 +100,14 @@ def causal_pair(tiny_root, arch, template):
 def test_causal_lm_yes_no_reranker_with_template(tiny_root, arch, template):
     plain, fast = causal_pair(tiny_root, arch, template)
     pairs = [p for p in PAIRS if len(p[0]) < 100 and len(p[1]) < 100]  # all fit: no truncation on either side
-    for call in ({}, {"prompt": "Find the passage that answers the question."}, {"batch_size": 1}):
+    prompt = {"prompt": "Find the passage that answers the question."}
+    for call in ({}, prompt, {"batch_size": 1}):
+        if call is prompt and template == NEMOTRON_TEMPLATE:
+            # messages[0] / messages[1] read the prompt's system message and the query: the document never
+            # reaches the render, so ST scores every document alike. st_backend refuses, naming the fix.
+            with pytest.raises(ValueError, match="(?s)renders without the document.*selectattr"):
+                fast.predict(pairs, **call)
+            continue
         assert_close(fast.predict(pairs, **call), plain.predict(pairs, **call))
     docs = [d for _, d in pairs]
     assert_close(fast.rank("what is a cat", docs), plain.rank("what is a cat", docs))
@@ -165,6 +172,15 @@ def test_chat_template_that_is_neither_file_nor_template(tiny_root):
         st_backend.CrossEncoder(str(build_hf_dir("bert", tiny_root, "seq-cls")), chat_template="no-such-file.jinja")
 
 
+def conversation(query: str, document: str) -> list[dict]:
+    """The conversation ST builds for a text pair with these tiny models' flat message format."""
+    return [{"role": "query", "content": query}, {"role": "document", "content": document}]
+
+
+def contents(conversation: list[dict]) -> tuple[str, ...]:
+    return tuple(m["content"] for m in conversation)
+
+
 def single_token_words(tokenizer, count):
     words = []
     for word in sorted(tokenizer.get_vocab()):
@@ -186,7 +202,7 @@ def test_template_aware_truncation(tiny_root, template, max_len):
     query = "what is a cat"
     assert len(tok(long_doc)["input_ids"]) > 10 * max_len
 
-    ids = engine.tokenize([(query, long_doc)], None).ids[0].tolist()
+    ids = engine.tokenize([conversation(query, long_doc)], None).ids[0].tolist()
     assert len(ids) <= max_len
     # The sequence keeps the template's prefix and ends with its suffix.
     render = lambda q, d: tok.apply_chat_template(  # noqa: E731
@@ -206,11 +222,15 @@ def test_template_aware_truncation(tiny_root, template, max_len):
     hand_doc = " ".join(words[: max(n for n, ok in enumerate(fits) if ok)])
     assert ids == tok(render(query, hand_doc), add_special_tokens=False)["input_ids"]
     np.testing.assert_allclose(fast.predict([(query, long_doc)]), fast.predict([(query, hand_doc)]), atol=1e-6)
-    assert engine.template.fit((query, long_doc), None, max_len)[0] == query  # the query is never cut here
+    assert contents(engine.template.fit(conversation(query, long_doc), False, max_len))[0] == query  # never cut here
 
-    # A query that cannot fit even with the document gone is cut after the document is emptied.
-    q_cut, d_cut = engine.template.fit((long_doc, "short doc"), None, max_len)
-    assert d_cut == "" and long_doc.startswith(q_cut) and len(q_cut) < len(long_doc)
+    # A query that alone fills the room is cut to half of it first: the document is not emptied.
+    q_cut, d_cut = contents(engine.template.fit(conversation(long_doc, "short doc"), False, max_len))
+    assert d_cut == "short doc" and long_doc.startswith(q_cut) and 0 < len(q_cut) < len(long_doc)
+    room = max_len - len(tok(render("", ""), add_special_tokens=False)["input_ids"])
+    assert len(tok(render(q_cut, ""), add_special_tokens=False)["input_ids"]) <= max_len - room // 2
+    q_doc, d_doc = contents(engine.template.fit(conversation(long_doc, long_doc), False, max_len))
+    assert long_doc.startswith(q_doc) and long_doc.startswith(d_doc) and len(d_doc) > 0
 
 
 def test_text_merging_into_template_boundary(tiny_root):
@@ -221,9 +241,10 @@ def test_text_merging_into_template_boundary(tiny_root):
     fast.max_seq_length = 40
     tok, engine = fast[0].tokenizer, fast.engine()
     doc = "catsatonthemat " * 50
-    q_cut, d_cut = engine.template.fit(("whatisit", doc), None, 40)
-    ids = engine.tokenize([("whatisit", doc)], None).ids[0].tolist()
-    rendered = engine.template.render((q_cut, d_cut))
+    fitted = engine.template.fit(conversation("whatisit", doc), False, 40)
+    q_cut, d_cut = contents(fitted)
+    ids = engine.tokenize([conversation("whatisit", doc)], None).ids[0].tolist()
+    rendered = engine.template.render(fitted)
     assert q_cut == "whatisit" and rendered.endswith("question:whatisitAnswer:")
     assert ids == tok(rendered, add_special_tokens=False)["input_ids"] and len(ids) <= 40
 
@@ -231,7 +252,6 @@ def test_text_merging_into_template_boundary(tiny_root):
 @pytest.mark.parametrize(
     "bad,error,match",
     [
-        ([("a", "b"), "c"], TypeError, r"inputs\[1\] is str"),
         ([("a", "b", "c")], ValueError, r"inputs\[0\] has 3 items"),
         ([("a", 3)], TypeError, r"inputs\[0\]\[1\] is int"),
     ],

@@ -128,3 +128,21 @@ def test_encode_matches_plain_st(backbones, caplog, arch, pooling, include_promp
     allowed = ["output_value=None"] + (["left-padding"] if arch in DECODER_ARCHS else [])
     reasons = [r.getMessage() for r in caplog.records if "own path" in r.getMessage()]
     assert all(any(a in r for a in allowed) for r in reasons), reasons
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_output_is_the_same_alone_and_inside_a_large_mixed_call(backbones, arch):
+    """No input's embedding depends on what else is in the call or how the call was batched."""
+    rng = np.random.default_rng(0)
+    noise = [" ".join(rng.choice(WORDS, size=rng.integers(1, 40))) for _ in range(150)]
+    mixed = TEXTS + noise
+    order = rng.permutation(len(mixed))
+    for pooling in ("mean", "cls", "lasttoken"):
+        plain, fast = _pair(backbones[arch], pooling, True, False, False)
+        default = st_backend.SentenceTransformer(modules=list(fast.children()), device="cpu", prompts=PROMPTS)
+        alone = np.stack([fast.encode([t])[0] for t in TEXTS])
+        for model in (fast, default):
+            together = model.encode([mixed[i] for i in order], batch_size=7)
+            rows = together[np.argsort(order)][: len(TEXTS)]
+            assert_same_output(rows, alone, what=f"{arch} {pooling}: texts in a mixed call vs alone")
+        assert_same_output(alone, plain.encode(TEXTS), what=f"{arch} {pooling}: alone vs plain ST")

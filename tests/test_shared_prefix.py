@@ -37,14 +37,16 @@ def test_shared_template_head_scores_equal_plain_st(tiny_root, monkeypatch, arch
     runs = _spy_prefix_runs(monkeypatch)
     plain, fast = causal_pair(tiny_root, arch, template)
     pairs = [p for p in PAIRS if len(p[0]) < 100 and len(p[1]) < 100] * 3
-    for call in ({}, {"prompt": "Find the passage that answers the question."}, {"batch_size": 2}):
+    # A position-based template (nemotron's) loses the document under a prompt: refused (test_cross_encoder.py).
+    prompts = ["Find the passage that answers the question."] if template == QWEN_TEMPLATE else []
+    for call in ({}, *({"prompt": p} for p in prompts), {"batch_size": 2}):
         np.testing.assert_allclose(fast.predict(pairs, **call), plain.predict(pairs, **call), atol=1e-5)
     head = fast.engine().template.shared_prefix(None)
-    with_prompt = fast.engine().template.shared_prefix("Find the passage that answers the question.")
+    with_prompt = [fast.engine().template.shared_prefix(p) for p in prompts]
     if template == QWEN_TEMPLATE:
         assert head is not None and len(head) >= 20  # the system message and "<Query>:"
     # Once per call (batch_size=2 makes many batches), never per batch or per pair:
-    assert runs == [len(p) for p in (head, with_prompt, head) if p is not None]
+    assert runs == [len(p) for p in (head, *with_prompt, head) if p is not None]
     docs = [d for _, d in pairs]
     np.testing.assert_allclose(
         [r["score"] for r in fast.rank("what is a cat", docs)],

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.autonotebook import tqdm
 
-from ..templates import ChatTemplate
+from .chat import ChatTemplate
 from .config import EngineConfig
 from .packing import PackedBatch
 from .pipeline import forward_batches
@@ -30,7 +30,7 @@ class PackedEngine:
         self.config = config
         self.tokenizer = TextTokenizer(plan.tokenizer)
         template = getattr(plan, "template", None)
-        self.template = ChatTemplate(plan.tokenizer, template, self.tokenizer) if template else None
+        self.template = ChatTemplate(template, self.tokenizer) if template is not None else None
         self.runners = RunnerCache(model if model is not None else plan.hf_model, plan.arch, config)
         self.last_profile: dict[str, float] | None = None
         self._budgets: dict[tuple[str, torch.dtype], int] = {}  # one budget per device: batches never drift

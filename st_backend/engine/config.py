@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .attention import PRIORITY
@@ -72,33 +75,56 @@ class EngineConfig:
     profile: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
-            raise ValueError(f"EngineConfig.max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
-        if self.max_batch_sequences is not None and self.max_batch_sequences < 1:
-            raise ValueError(f"EngineConfig.max_batch_sequences must be >= 1, got {self.max_batch_sequences}")
-        if self.tokenizer_threads is not None and self.tokenizer_threads < 1:
-            raise ValueError(f"EngineConfig.tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
-        if self.tokenizer_processes is not None and self.tokenizer_processes < 0:
-            raise ValueError(f"EngineConfig.tokenizer_processes must be >= 0, got {self.tokenizer_processes}")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"EngineConfig.chunk_size must be >= 1, got {self.chunk_size}")
-        if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
+        # Refuse nonsense here, naming the field, the value and what is accepted, not at the first call (a float
+        # budget, a string count or a non-floating dtype would fail deep in the engine, or quietly do the wrong
+        # thing). Numpy integers and booleans count, and are stored as Python ones.
+        for name, least in (
+            ("max_batch_tokens", 1),
+            ("max_batch_sequences", 1),
+            ("tokenizer_threads", 1),
+            ("tokenizer_processes", 0),
+            ("chunk_size", 1),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_int(value) or value < least:
+                raise ValueError(f"EngineConfig.{name} must be an integer >= {least} or None, got {_shown(value)}")
+            object.__setattr__(self, name, int(value))
+        for name in ("xformers_torch_ops", "shared_prefix", "profile"):
+            value = getattr(self, name)
+            if not isinstance(value, bool | np.bool_):
+                raise ValueError(f"EngineConfig.{name} must be True or False, got {_shown(value)}")
+            object.__setattr__(self, name, bool(value))
+        if isinstance(self.compile, str):
+            if self.compile not in COMPILE_MODES:
+                raise ValueError(
+                    f"EngineConfig.compile mode {self.compile!r} is not supported; use True or one of {COMPILE_MODES} "
+                    "(CUDA-graph modes overwrite a batch's outputs at the next batch)"
+                )
+        elif isinstance(self.compile, bool | np.bool_):
+            object.__setattr__(self, "compile", bool(self.compile))
+        else:
             raise ValueError(
-                f"EngineConfig.compile mode {self.compile!r} is not supported; use True or one of {COMPILE_MODES} "
-                "(CUDA-graph modes overwrite a batch's outputs at the next batch)"
+                f"EngineConfig.compile must be True, False or a torch.compile mode in {COMPILE_MODES}, "
+                f"got {_shown(self.compile)}"
             )
         if self.rewrites is not None:
-            unknown = [name for name in self.rewrites if name not in REWRITES]
+            if isinstance(self.rewrites, str | bytes) or not isinstance(self.rewrites, Iterable):
+                raise ValueError(
+                    f"EngineConfig.rewrites must be a sequence of rewrite names (a tuple or list, () for none) or "
+                    f"None (the device's default), got {_shown(self.rewrites)}; known: {tuple(REWRITES)}"
+                )
+            rewrites = tuple(self.rewrites)
+            unknown = [name for name in rewrites if not isinstance(name, str) or name not in REWRITES]
             if unknown:
                 raise ValueError(f"EngineConfig.rewrites {unknown} are unknown; known: {tuple(REWRITES)}")
-            object.__setattr__(self, "rewrites", tuple(self.rewrites))
-        if self.attention not in ATTENTION_CHOICES:
-            raise ValueError(f"EngineConfig.attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
-        if isinstance(self.dtype, str) and self.dtype != "auto":
-            resolved = getattr(torch, self.dtype, None)
-            if not isinstance(resolved, torch.dtype):
-                raise ValueError(f"EngineConfig.dtype {self.dtype!r} is not a torch dtype name")
-            object.__setattr__(self, "dtype", resolved)
+            object.__setattr__(self, "rewrites", rewrites)
+        if not isinstance(self.attention, str) or self.attention not in ATTENTION_CHOICES:
+            raise ValueError(
+                f"EngineConfig.attention must be a string, one of {ATTENTION_CHOICES}, got {_shown(self.attention)}"
+            )
+        object.__setattr__(self, "dtype", _float_dtype(self.dtype))
 
     def load_dtype(self, device: torch.device, causal: bool, loaded: torch.dtype) -> torch.dtype | None:
         """The dtype a freshly loaded model is cast to (None: keep ``loaded``)."""
@@ -175,3 +201,29 @@ class EngineConfig:
         if not processes:
             return None
         return max(1, ((os.cpu_count() or 1) - 2) // processes)
+
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _shown(value: object) -> str:
+    return f"{value!r:.80} ({type(value).__name__})"
+
+
+def _float_dtype(dtype: object) -> torch.dtype | str | None:
+    """``EngineConfig.dtype`` as stored: None, "auto", or a floating torch.dtype (names resolved)."""
+    if dtype is None or (isinstance(dtype, str) and dtype == "auto"):
+        return dtype
+    resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if isinstance(resolved, torch.dtype) and resolved in FLOAT_DTYPES:
+        return resolved
+    unknown = isinstance(dtype, str) and not isinstance(resolved, torch.dtype)
+    what = "is not a torch dtype name" if unknown else "is not a floating dtype a model can run in"
+    raise ValueError(
+        f"EngineConfig.dtype {_shown(dtype)} {what}; use None (ST's dtype), 'auto', or one of "
+        f"{[str(d).removeprefix('torch.') for d in FLOAT_DTYPES]} (a torch.dtype or its name)"
+    )

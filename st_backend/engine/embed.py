@@ -13,7 +13,7 @@ from .packing import PackedBatch
 from .pooling import Segments, pool
 from .prefix import PROBE_TEXTS, shared_head
 from .profile import host
-from .tokenize import Tokenized, text_weights
+from .tokenize import Tokenized, text_weights, tokenize_items, with_prompt
 
 
 @dataclass
@@ -33,12 +33,13 @@ class EmbedRequest:
 class EmbedEngine(PackedEngine):
     """Runs one EmbedPlan; holds the tokenizer copies and one PackedRunner per (device, dtype)."""
 
-    def tokenize(self, texts: list[str], prompt: str | None, task: str | None) -> Tokenized:
+    def tokenize(self, items: list, prompt: str | None, task: str | None) -> Tokenized:
+        """items: texts or (text, text) pairs, the prompt put in front of each (of a pair's first) as ST does; with
+        a chat template, the conversations ST renders, the prompt already their leading system message."""
         max_length = _compat.text_max_length(self.plan.transformer, task)
         if self.template is not None:
-            # As ST: each text is a "user" message, the prompt a "system" one (not excluded from pooling).
-            return self.template.encode([(t,) for t in texts], prompt, max_length)[0]
-        return self.tokenizer([prompt + t for t in texts] if prompt else texts, max_length)
+            return self.template.encode(items, bool(prompt), max_length)[0]
+        return tokenize_items(self.tokenizer, with_prompt(items, prompt), max_length)
 
     def shared_prefix(self, req: EmbedRequest, device: torch.device, prompt_length: int | None):
         """The prompt / template head every text starts with, when it may run once per call (engine/prefix.py):

@@ -8,6 +8,7 @@ import torch
 
 from .. import _compat
 from .architectures import ArchSpec, spec_for
+from .chat import ChatFunctions
 from .pooling import POOLERS
 
 
@@ -34,7 +35,7 @@ class EmbedPlan(TransformerPlan):
     pooling_modes: tuple[str, ...]
     include_prompt: bool
     post: list[torch.nn.Module]
-    template: str | None = None  # chat template texts are rendered through (the "message" modality)
+    template: ChatFunctions | None = None  # the chat template texts are rendered through ("message" modality)
 
 
 def why_not_transformer(
@@ -79,26 +80,22 @@ def why_not_transformer(
         return "output_hidden_states is on (all_layer_embeddings)"
     if spec_for(model.config) is None:
         return f"model_type {model.config.model_type!r} has no packed architecture spec yet"
-    return None
+    return _compat.remote_code_reason(model)
 
 
-def template_of(transformer) -> str | None:
-    """The chat template ST renders this module's text through, or None for plain text."""
-    return getattr(transformer.tokenizer, "chat_template", None) if "message" in transformer.modality_config else None
+def template_of(transformer, task: str | None = None) -> ChatFunctions | None:
+    """How ST renders this module's text through its chat template, or None for plain text."""
+    from ..templates import chat_functions
+
+    return chat_functions(transformer, task)
 
 
-def why_not_template(transformer) -> str | None:
-    if template_of(transformer) is not None and _compat.template_declares_task(transformer):
-        return "the chat template branches on the task"
-    return None
-
-
-def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
-    """EmbedPlan for [Transformer, Pooling, (Dense | Normalize)*], or the reason as a string."""
+def build_embed_plan(modules: list[torch.nn.Module], task: str | None = None) -> EmbedPlan | str:
+    """EmbedPlan for [Transformer, Pooling, (Dense | Normalize)*] serving ``task``, or the reason as a string."""
     if len(modules) < 2:
         return f"the pipeline {[type(m).__name__ for m in modules]} has no Pooling module"
     first, pooling, *post = modules
-    reason = why_not_transformer(first, message=True) or why_not_template(first)
+    reason = why_not_transformer(first, message=True)
     if reason:
         return reason
     if type(pooling) is not _compat.Pooling:
@@ -118,7 +115,7 @@ def build_embed_plan(modules: list[torch.nn.Module]) -> EmbedPlan | str:
         pooling_modes=modes,
         include_prompt=pooling.include_prompt,
         post=list(post),
-        template=template_of(first),
+        template=template_of(first, task),
     )
 
 
@@ -131,7 +128,7 @@ class ScorePlan(TransformerPlan):
 
     causal: bool
     post: list[torch.nn.Module]
-    template: str | None
+    template: ChatFunctions | None
 
 
 def build_score_plan(modules: list[torch.nn.Module]) -> ScorePlan | str:
@@ -141,15 +138,13 @@ def build_score_plan(modules: list[torch.nn.Module]) -> ScorePlan | str:
     first, *post = modules
     causal = getattr(first, "transformer_task", None) == "text-generation"
     if causal:
-        reason = why_not_transformer(first, "text-generation", "logits", message=True) or why_not_template(first)
+        reason = why_not_transformer(first, "text-generation", "logits", message=True)
         if not reason and not (len(post) == 1 and type(post[0]) is _compat.LogitScore):
             reason = f"the modules after the causal LM are {[type(m).__name__ for m in post]}, not one LogitScore"
         if not reason and not hasattr(first.model, "lm_head"):
             reason = f"{type(first.model).__name__} has no lm_head"
     else:
-        reason = why_not_transformer(first, "sequence-classification", "logits", message=True) or why_not_template(
-            first
-        )
+        reason = why_not_transformer(first, "sequence-classification", "logits", message=True)
         if not reason and post:
             reason = f"modules after the classifier: {[type(m).__name__ for m in post]}"
         if not reason and first.model.config.model_type not in SEQUENCE_CLASSIFICATION:

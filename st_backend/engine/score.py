@@ -1,4 +1,4 @@
-"""pairs -> token batches (plain pair encoding, or a chat template with template-aware truncation) ->
+"""pairs (or texts, or conversations) -> token batches (plain pair encoding, or a chat template with template-aware truncation) ->
 packed forward -> head at the positions it needs -> scores in the caller's order."""
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from .base import PackedEngine
 from .config import EngineConfig
 from .heads import SEQUENCE_CLASSIFICATION, causal_lm_last_logits
 from .plan import ScorePlan
-from .tokenize import Tokenized, text_weights
+from .tokenize import Tokenized, text_weights, tokenize_items, with_prompt
 
 
 @dataclass
 class ScoreRequest:
-    pairs: list[tuple[str, str]]
+    """items: (query, document) pairs or single texts (classifiers), or the conversations ST renders them as
+    when the model has a chat template (the prompt already their leading system message)."""
+
+    items: list
     prompt: str | None = None
     show_progress_bar: bool = False
 
@@ -34,15 +37,14 @@ class ScoreEngine(PackedEngine):
         """Pairs cut to fit by template-aware truncation so far."""
         return sum(self._cuts)
 
-    def tokenize(self, pairs: list[tuple[str, str]], prompt: str | None) -> Tokenized:
+    def tokenize(self, items: list, prompt: str | None) -> Tokenized:
         max_length = _compat.text_max_length(self.plan.transformer, None)
         if self.template is not None:
-            tokens, cut = self.template.encode([tuple(p) for p in pairs], prompt, max_length)
+            tokens, cut = self.template.encode(items, bool(prompt), max_length)
             self._cuts.append(cut)
             return tokens
-        # As ST: a prompt goes in front of the first text; the pair is truncated longest-first.
-        texts = [(prompt + q, d) for q, d in pairs] if prompt else [tuple(p) for p in pairs]
-        return self.tokenizer(texts, max_length)
+        # As ST: a prompt goes in front of the first text; a pair is truncated longest-first.
+        return tokenize_items(self.tokenizer, with_prompt(items, prompt), max_length)
 
     def shared_prefix(self, prompt: str | None, device: torch.device):
         """The template head every pair starts with, when it may run once per call (engine/prefix.py): causal LM
@@ -56,14 +58,14 @@ class ScoreEngine(PackedEngine):
         prof = self.profile(device)
         out: torch.Tensor | None = None
         for batch, hidden in self.forward_all(
-            len(req.pairs),
-            lambda start, stop: self.tokenize(req.pairs[start:stop], req.prompt),
+            len(req.items),
+            lambda start, stop: self.tokenize(req.items[start:stop], req.prompt),
             device,
             req.show_progress_bar,
             prof,
             desc="Pairs",
             prefix=self.shared_prefix(req.prompt, device),
-            weights=text_weights(req.pairs),
+            weights=text_weights(req.items),
         ):
             if self.plan.causal:
                 features = {"causal_logits": causal_lm_last_logits(model, hidden, batch)[:, None, :]}
@@ -73,7 +75,7 @@ class ScoreEngine(PackedEngine):
             else:
                 scores = SEQUENCE_CLASSIFICATION[model.config.model_type](model, hidden, batch)
             if out is None:
-                out = scores.new_empty((len(req.pairs), *scores.shape[1:]))
+                out = scores.new_empty((len(req.items), *scores.shape[1:]))
             out[batch.index] = scores
         self.finish(prof)
         return out

@@ -79,8 +79,9 @@ class TextTokenizer:
             procs.close()
 
     def _turn_off(self, why: str) -> None:
-        self.processes_off = why
-        logger.warning("st_backend: tokenizer processes off (%s); tokenizing in-process from now on", why)
+        if self.processes_off is None:  # once: threads that share the failed workers see them fail together
+            self.processes_off = why
+            logger.warning("st_backend: tokenizer processes off (%s); tokenizing in-process from now on", why)
         self.close()
 
     def _backend(self, max_length: int | None):
@@ -178,9 +179,41 @@ WEIGHT_CAP = 1 << 14
 
 
 def text_weights(items: list) -> np.ndarray:
-    """(N,) characters per input (texts, or tuples of texts), capped at WEIGHT_CAP: how tokenizer work is shared."""
+    """(N,) characters per input (texts, pairs, conversations), capped at WEIGHT_CAP: how tokenizer work is shared."""
 
-    def size(item) -> int:
-        return len(item) if isinstance(item, str) else sum(len(t) for t in item if isinstance(t, str))
+    def size(item) -> int:  # texts, pairs, conversations (lists of message dicts)
+        if isinstance(item, str):
+            return len(item)
+        if isinstance(item, dict):
+            return sum(size(v) for v in item.values())
+        return sum(size(v) for v in item) if isinstance(item, (list, tuple)) else 0
 
     return np.fromiter((min(size(item), WEIGHT_CAP) for item in items), dtype=np.int64, count=len(items))
+
+
+def with_prompt(items: list, prompt: str | None) -> list:
+    """The prompt in front of each text, or of a pair's first text (ST's prepend_prompt_to_texts)."""
+    if not prompt:
+        return items
+    return [prompt + item if isinstance(item, str) else (prompt + item[0], *item[1:]) for item in items]
+
+
+def tokenize_items(tokenizer: TextTokenizer, items: list, max_length: int | None) -> Tokenized:
+    """Texts and (first, second) pairs mixed in any order, each tokenized as ST's tokenizer call does; merged back
+    in order (texts get type ids of zeros when pairs need them)."""
+    pairs = [i for i, item in enumerate(items) if isinstance(item, tuple)]
+    if not pairs or len(pairs) == len(items):
+        return tokenizer(items, max_length)
+    singles = [i for i, item in enumerate(items) if not isinstance(item, tuple)]
+    parts = [
+        (singles, tokenizer([items[i] for i in singles], max_length)),
+        (pairs, tokenizer([items[i] for i in pairs], max_length)),
+    ]
+    ids: list = [None] * len(items)
+    types: list | None = [None] * len(items) if any(t.type_ids is not None for _, t in parts) else None
+    for where, tokens in parts:
+        for k, i in enumerate(where):
+            ids[i] = tokens.ids[k]
+            if types is not None:
+                types[i] = tokens.type_ids[k] if tokens.type_ids is not None else np.zeros_like(tokens.ids[k])
+    return Tokenized(ids, types, np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids)))

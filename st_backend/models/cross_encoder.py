@@ -1,5 +1,6 @@
 """``st_backend.CrossEncoder``: ST's CrossEncoder, with ``_inference`` on the packed engine and chat templates
-as score templates (given at load, beside the model, or in the tokenizer config)."""
+as score templates (given at load, declared as ``score_template`` in the model's ST config, beside the model,
+or in the tokenizer config)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,24 @@ from typing import Any
 import sentence_transformers
 import torch
 
+from .. import _compat
 from ..engine.config import EngineConfig
 from ..engine.plan import build_score_plan
 from ..engine.score import ScoreEngine, ScoreRequest
-from ..templates import with_chat_template
+from ..templates import note_generative_template, score_template_of, with_chat_template
 from ._fallback import warn_fallback
+from ._inputs import engine_items
 from .pool import PoolMixin
-
-
-def check_pairs(inputs: list) -> None:
-    """Raise naming the first item that is not a pair of two strings."""
-    for i, item in enumerate(inputs):
-        if not isinstance(item, (tuple, list)):
-            raise TypeError(f"inputs[{i}] is {type(item).__name__}; a CrossEncoder scores (query, document) pairs")
-        if len(item) != 2:
-            raise ValueError(f"inputs[{i}] has {len(item)} items; a CrossEncoder scores (query, document) pairs")
-        for j, text in enumerate(item):
-            if not isinstance(text, str):
-                raise TypeError(f"inputs[{i}][{j}] is {type(text).__name__}; pairs hold two strings")
 
 
 class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
     """Drop-in ``sentence_transformers.CrossEncoder``.
 
-    chat_template: a template string or a path to a .jinja file; overrides ``chat_template.jinja`` beside the
-        model and the tokenizer config's template. Pairs are rendered as messages with roles ``query`` and
-        ``document``; a prompt becomes a ``system`` message. A template that drops either fails here, at load.
+    chat_template: a template string or a path to a .jinja file; overrides a ``score_template`` declared in
+        ``config_sentence_transformers.json``, ``chat_template.jinja`` beside the model and the tokenizer config's
+        template; ``False`` loads none (plain pair tokenization). Pairs are rendered as messages with roles
+        ``query`` and ``document``; a prompt becomes a ``system`` message. A template that drops either fails
+        here, at load (and at a call, once the template was changed on the model).
     engine: EngineConfig for the packed engine.
     """
 
@@ -45,13 +38,18 @@ class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
         engine: EngineConfig | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **with_chat_template(kwargs, chat_template))
+        path = args[0] if args else kwargs.get("model_name_or_path")
+        given = chat_template is not None or "chat_template" in (kwargs.get("processor_kwargs") or {})
+        super().__init__(*args, **with_chat_template(kwargs, chat_template, path))
         self.engine_config = engine if engine is not None else EngineConfig()
         self.engine_config.cast(self)
         self._st_engine: ScoreEngine | str | None = None
         engine_or_reason = self.engine()
         if isinstance(engine_or_reason, ScoreEngine) and engine_or_reason.template is not None:
-            engine_or_reason.template.check_pairs(getattr(self.model.config, "name_or_path", None) or "this model")
+            name = getattr(self.model.config, "name_or_path", None) or "this model"
+            engine_or_reason.template.check_pairs(name)
+            if not given and score_template_of(path) is None:
+                note_generative_template(engine_or_reason.template.template, name)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -64,6 +62,27 @@ class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
             plan = build_score_plan(list(self))
             self._st_engine = plan if isinstance(plan, str) else ScoreEngine(plan, self.engine_config)
         return self._st_engine
+
+    def _items(self, inputs: list, prompt: str | None):
+        engine = self.engine()
+        if isinstance(engine, str):
+            raise ValueError(f"this model runs ST's own path ({engine}): it has no packed token ids")
+        items = engine_items(engine.plan.transformer, engine.template, inputs, prompt, scoring=True)
+        if isinstance(items, str):
+            raise ValueError(f"these inputs run ST's own path ({items})")
+        return engine, items
+
+    def rendered(self, pair, prompt: str | None = None) -> str:
+        """The text a pair (or single text) is scored as: its chat-template render (no truncation)."""
+        engine, items = self._items([pair], prompt)
+        if engine.template is None:
+            raise ValueError("this model has no chat template: pairs are tokenized as two texts")
+        return engine.template.render(items[0])
+
+    def token_ids(self, inputs: list, prompt: str | None = None) -> list[list[int]]:
+        """The token ids each input is scored on, after truncation to max_seq_length (template-aware with a template)."""
+        engine, items = self._items(list(inputs), prompt)
+        return [ids.tolist() for ids in engine.tokenize(items, prompt).ids]
 
     @torch.inference_mode()
     def _inference(
@@ -78,9 +97,15 @@ class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        check_pairs(inputs)
         engine = self.engine()
         reason = engine if isinstance(engine, str) else (f"module kwargs {sorted(kwargs)}" if kwargs else None)
+        if reason is None:
+            items = engine_items(engine.plan.transformer, engine.template, inputs, prompt, scoring=True)
+            reason = items if isinstance(items, str) else None
+        if reason is None and engine.template is not None and any(_is_pair(x) for x in inputs):
+            engine.template.check_pairs()  # cached per template: a template changed after load is checked again
+            if prompt:
+                engine.template.check_prompt(prompt)
         if reason is not None:
             warn_fallback(type(self).__name__, reason)
             return super()._inference(
@@ -97,7 +122,7 @@ class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
         self.eval()
         if not inputs:
             return torch.tensor([], device=device)
-        request = ScoreRequest([tuple(p) for p in inputs], prompt, show_progress_bar)
+        request = ScoreRequest(items, prompt, show_progress_bar)
         scores = engine.score(request, device)
         # What ST does to each batch's scores, in ST's order.
         if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:
@@ -109,3 +134,7 @@ class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
         if apply_softmax and scores.ndim > 1:
             scores = torch.nn.functional.softmax(scores, dim=1)
         return scores
+
+
+def _is_pair(item) -> bool:
+    return isinstance(item, tuple) or _compat.is_text_pair(item)

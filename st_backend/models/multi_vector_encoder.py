@@ -23,8 +23,8 @@ from ..engine.multivector import MultiVectorEngine, MultiVectorRequest, build_mu
 from ..late_interaction import MAX_ELEMENTS, PackedEmbeddings, maxsim, rank_scores
 from ..matryoshka import Matryoshka
 from ._fallback import call_reason, warn_fallback
+from ._inputs import text_items
 from .pool import PoolMixin
-from .sentence_transformer import check_text_inputs
 
 logger = logging.getLogger("st_backend")
 
@@ -57,12 +57,15 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         truncate_dim: int | None = None,
         matryoshka_dimensions: Sequence[int] | None = None,
         matryoshka_strict: bool | None = None,
+        is_matryoshka: bool | None = None,
         **kwargs: Any,
     ) -> None:
         self._st_config: dict = {}
         super().__init__(*args, **kwargs)
         hf_config = getattr(getattr(self[0], "model", None), "config", None) if len(self) else None
-        self.matryoshka = Matryoshka.resolve(matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config)
+        self.matryoshka = Matryoshka.resolve(
+            matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config, is_matryoshka=is_matryoshka
+        )
         self.truncate_dim = truncate_dim
         self.matryoshka.check(truncate_dim, self.get_embedding_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
@@ -77,6 +80,8 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         config = super()._get_model_config()
         if getattr(self, "matryoshka", None) is not None and self.matryoshka.dimensions:
             config["matryoshka_dimensions"] = list(self.matryoshka.dimensions)
+        elif getattr(self, "matryoshka", None) is not None and self.matryoshka.any_prefix:
+            config["is_matryoshka"] = True
         return config
 
     def __getstate__(self) -> dict:
@@ -118,12 +123,12 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
 
         return [cut(e) for e in result] if isinstance(result, list) else cut(result)
 
-    def _why_not_call(self, inputs: list, output_value: str | None, kwargs: dict) -> str | None:
+    def _why_not_call(self, output_value: str | None, kwargs: dict) -> str | None:
         if output_value is None:
             return "output_value=None returns ST's full per-input feature dicts"
         if kwargs.get("max_length") is not None:
             return "a per-call max_length"
-        return call_reason(self, kwargs, frozenset({"max_length"})) or check_text_inputs(inputs)
+        return call_reason(self, kwargs, frozenset({"max_length"}))
 
     @torch.inference_mode()
     def _inference(
@@ -142,7 +147,10 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         **kwargs: Any,
     ):
         engine = self.engine_for(task)
-        reason = engine if isinstance(engine, str) else self._why_not_call(inputs, output_value, kwargs)
+        reason = engine if isinstance(engine, str) else self._why_not_call(output_value, kwargs)
+        if reason is None:
+            inputs = _texts(inputs)
+            reason = inputs if isinstance(inputs, str) else None
         if reason is not None:
             warn_fallback(type(self).__name__, reason)
             return super()._inference(
@@ -201,7 +209,8 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
             prompt_name = next((p for p in _TASK_PROMPTS.get(task, (task,)) if p in self.prompts), None)
         engine = self.engine_for(task)
         truncating = truncate_dim is not None or self.truncate_dim is not None
-        if isinstance(engine, str) or truncating or check_text_inputs(list(inputs)) is not None:
+        texts = _texts(list(inputs))
+        if isinstance(engine, str) or truncating or isinstance(texts, str):
             rows = self.encode(
                 list(inputs),
                 prompt_name=prompt_name,
@@ -215,7 +224,7 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
             return PackedEmbeddings.from_list(rows)
         with torch.inference_mode():
             prompt = self._resolve_prompt(prompt, prompt_name)
-            return self._encode_packed(engine, list(inputs), prompt, task, batch_size, normalize_embeddings, device)
+            return self._encode_packed(engine, texts, prompt, task, batch_size, normalize_embeddings, device)
 
     # -- scoring ----------------------------------------------------------------------------------------------
 
@@ -291,3 +300,11 @@ def _rows_device(rows) -> torch.device | None:
         return rows.values.device
     first = rows[0] if len(rows) else None
     return first.device if isinstance(first, torch.Tensor) else None
+
+
+def _texts(inputs: list) -> list | str:
+    """The inputs as texts for the engine, or why they need ST's own path."""
+    items = text_items(inputs)
+    if not isinstance(items, str) and any(isinstance(item, tuple) for item in items):
+        return "text pairs are tokenized together by ST's processor"
+    return items

@@ -17,20 +17,8 @@ from ..late_interaction import PackedEmbeddings
 from ..matryoshka import Matryoshka
 from ..templates import with_chat_template
 from ._fallback import call_reason, warn_fallback
+from ._inputs import engine_items
 from .pool import PoolMixin
-
-
-def check_text_inputs(inputs: list) -> str | None:
-    """Raise TypeError naming the first item that is neither a string nor a text pair; a reason if pairs."""
-    has_pairs = False
-    for i, item in enumerate(inputs):
-        if isinstance(item, str):
-            continue
-        if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
-            has_pairs = True
-            continue
-        raise TypeError(f"inputs[{i}] is {type(item).__name__} ({item!r:.60}); this text model takes str items")
-    return "text pairs are tokenized together by ST's processor" if has_pairs else None
 
 
 class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
@@ -43,15 +31,20 @@ class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
         chat_template: str | os.PathLike | None = None,
         matryoshka_dimensions: Sequence[int] | None = None,
         matryoshka_strict: bool | None = None,
+        is_matryoshka: bool | None = None,
         **kwargs: Any,
     ) -> None:
         # chat_template: an instruction/query template (string or .jinja path): each text is rendered as a
         # "user" message, a prompt as a "system" one, as ST does for models with a chat template.
         # matryoshka_dimensions / matryoshka_strict: see st_backend.matryoshka (declared sizes, refusal).
         self._st_config: dict = {}
-        super().__init__(*args, **with_chat_template(kwargs, chat_template))
+        super().__init__(
+            *args, **with_chat_template(kwargs, chat_template, args[0] if args else kwargs.get("model_name_or_path"))
+        )
         hf_config = getattr(getattr(self[0], "model", None), "config", None) if len(self) else None
-        self.matryoshka = Matryoshka.resolve(matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config)
+        self.matryoshka = Matryoshka.resolve(
+            matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config, is_matryoshka=is_matryoshka
+        )
         self.matryoshka.check(self.truncate_dim, self._full_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
         self.engine_config.cast(self)
@@ -65,6 +58,8 @@ class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
         config = super()._get_model_config()
         if getattr(self, "matryoshka", None) is not None and self.matryoshka.dimensions:
             config["matryoshka_dimensions"] = list(self.matryoshka.dimensions)
+        elif getattr(self, "matryoshka", None) is not None and self.matryoshka.any_prefix:
+            config["is_matryoshka"] = True
         return config
 
     def _full_dimension(self) -> int | None:
@@ -86,17 +81,17 @@ class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
             modules = list(self)
             if modules and isinstance(modules[0], _compat.Router):
                 modules = _compat.route_modules(modules[0], task) + modules[1:]
-            plan = build_embed_plan(modules)
+            plan = build_embed_plan(modules, task)
             self._st_engines[task] = plan if isinstance(plan, str) else EmbedEngine(plan, self.engine_config)
         return self._st_engines[task]
 
-    def _why_not_call(self, engine: EmbedEngine, inputs: list, output_value: str | None, kwargs: dict) -> str | None:
+    def _why_not_call(self, engine: EmbedEngine, output_value: str | None, kwargs: dict) -> str | None:
         if output_value not in ("sentence_embedding", "token_embeddings"):
             return "output_value=None returns ST's full per-input feature dicts"
         if output_value == "token_embeddings" and getattr(engine.plan.tokenizer, "padding_side", "right") == "left":
             # ST trims only trailing padding, so its rows keep the left pads (as many as the batch needs).
             return "token_embeddings with a left-padding tokenizer keep ST's batch-dependent pad rows"
-        return call_reason(self, kwargs, frozenset({"task"})) or check_text_inputs(inputs)
+        return call_reason(self, kwargs, frozenset({"task"}))
 
     def encode_packed(self, inputs: Sequence[str], **kwargs: Any) -> PackedEmbeddings:
         """Token embeddings of every input as one (total_tokens, hidden) matrix with offsets, in input order, for
@@ -122,7 +117,10 @@ class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
             self.matryoshka.check(truncate_dim, self._full_dimension(), self)
         task = kwargs.get("task")
         engine = self.engine_for(task)
-        reason = engine if isinstance(engine, str) else self._why_not_call(engine, inputs, output_value, kwargs)
+        reason = engine if isinstance(engine, str) else self._why_not_call(engine, output_value, kwargs)
+        if reason is None:
+            items = engine_items(engine.plan.transformer, engine.template, inputs, prompt)
+            reason = items if isinstance(items, str) else None
         if reason is not None:
             warn_fallback(type(self).__name__, reason)
             return super()._inference(
@@ -142,7 +140,7 @@ class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
         if not inputs:
             return [] if output_value == "token_embeddings" else torch.tensor([], device=device)
         request = EmbedRequest(
-            texts=inputs,
+            texts=items,
             prompt=prompt,
             task=task,
             output_value=output_value,
