@@ -78,12 +78,14 @@ class PackedEngine:
                 tokens.prefix = prefix
                 return tokens
 
-        self.runner(device).prefixes.clear()  # shared prefixes are computed once per call, with today's weights
+        runner = self.runner(device)
+        runner.prefixes.clear()  # shared prefixes are computed once per call, with today's weights
         if n >= REMOTE_MIN_TEXTS:  # a short call never starts the worker processes
             self.tokenizer.use_processes(self.config.processes(device), self.config.rayon_threads(device))
-        with tqdm(total=n, desc=desc, disable=not show_progress_bar) as progress:
+        progress = tqdm(total=n, desc=desc) if show_progress_bar else None
+        try:
             yield from forward_batches(
-                self.runner(device),
+                runner,
                 n,
                 tokenize,
                 device,
@@ -101,3 +103,6 @@ class PackedEngine:
                 profile=profile,
                 progress=progress,
             )
+        finally:
+            if progress is not None:
+                progress.close()

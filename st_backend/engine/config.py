@@ -18,6 +18,7 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 CUDA_TOKEN_BUDGET = 65536  # best measured for BERT-base and Qwen3-0.6B on the H100 (the GPU issue's prototype)
 MIN_CUDA_TOKEN_BUDGET = 2048
 FREE_MEMORY_SHARE = 0.25
+CORES = os.cpu_count() or 1  # read once: os.cpu_count() costs ~0.1 ms, and every call asks
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,21 @@ class EngineConfig:
             return torch.bfloat16
         return torch.float16
 
+    def check_attention(self, model: torch.nn.Module) -> None:
+        """Raise ValueError at load when the attention backend asked for by name cannot run on the model's device
+        and dtype, with the backend's own reasons (the probe's layer checks follow at the first call)."""
+        params = next(model.parameters(), None)
+        if self.attention == "auto" or params is None:
+            return
+        from .attention import make_backend
+
+        reason = make_backend(self.attention, self.xformers_torch_ops).why_not(params.device, params.dtype)
+        if reason is not None:
+            raise ValueError(
+                f"EngineConfig.attention={self.attention!r} cannot run on {params.device} / {params.dtype}: {reason}. "
+                "Use attention='auto' to let the probe choose (`st-backend info` lists every backend and why)."
+            )
+
     def cast(self, model: torch.nn.Module) -> None:
         """Cast a freshly loaded ST model as ``dtype`` says ("auto": its device and architecture decide)."""
         params = next(model.parameters(), None)
@@ -181,7 +197,7 @@ class EngineConfig:
         """How many tokenizer worker processes feed ``device`` (0: tokenize in-process)."""
         if self.tokenizer_processes is not None:
             return self.tokenizer_processes
-        cores = os.cpu_count() or 1
+        cores = CORES
         return min(4, cores // 4) if device.type == "cuda" and cores >= 8 else 0
 
     def feeding(self, device: torch.device) -> dict:
@@ -191,7 +207,7 @@ class EngineConfig:
         if device.type != "cuda":
             return {"chunk_size": None, "threads": 1, "pin": False}
         pooled = os.environ.get("TOKENIZERS_PARALLELISM", "true").lower() not in ("0", "false", "off", "no")
-        threads = self.tokenizer_threads or processes or (1 if pooled else max(1, min(8, os.cpu_count() or 1)))
+        threads = self.tokenizer_threads or processes or (1 if pooled else max(1, min(8, CORES)))
         chunk = self.chunk_size or (2048 if processes <= 2 else max(256, 4096 // processes))
         return {"chunk_size": chunk, "threads": threads, "pin": True}
 
@@ -200,7 +216,7 @@ class EngineConfig:
         processes = self.processes(device)
         if not processes:
             return None
-        return max(1, ((os.cpu_count() or 1) - 2) // processes)
+        return max(1, ((CORES) - 2) // processes)
 
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

@@ -37,7 +37,7 @@ class PackedRunner:
         self.backend = backend
         self.attn_name = register(backend)
         self.model = _compat.packed_view(model, self.attn_name)
-        self.state = model_state(model)
+        self.state = ModelState(model)
         self.position_offset = arch.position_offset(model.config)
         self.prefixes = PrefixCache(self.model, self.position_offset)
         # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
@@ -85,15 +85,26 @@ class PackedRunner:
         return self._call(**self.inputs(batch), return_dict=True).last_hidden_state[0]
 
 
-def model_state(model: torch.nn.Module) -> tuple[int, ...]:
-    """Which parameter and buffer objects the model holds: ``model.to(...)`` replaces buffers and a resize replaces
-    modules, after which a view made earlier would run stale tensors."""
-    return tuple(map(id, model.parameters())) + tuple(map(id, model.buffers()))
+class ModelState:
+    """Which modules, parameters and buffers the model holds, as found when a view of it was made: ``model.to(...)``
+    replaces buffers and a resize replaces modules, after which that view would run stale tensors. Checking is one
+    identity test per entry, with no walk of the module tree (tens of microseconds per call)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.entries = [
+            (table, name, value)
+            for module in model.modules()
+            for table in (module._modules, module._parameters, module._buffers)
+            for name, value in table.items()
+        ]
+
+    def current(self) -> bool:
+        return all(table.get(name) is value for table, name, value in self.entries)
 
 
 class RunnerCache:
     """One PackedRunner per (device, dtype) for a model, its backend chosen by the probe and logged once; rebuilt
-    when the model's tensors were replaced since (model_state)."""
+    when the model's tensors were replaced since (ModelState)."""
 
     def __init__(self, model: torch.nn.Module, arch: ArchSpec, config) -> None:
         self.model = model  # the base model (no task head)
@@ -109,11 +120,11 @@ class RunnerCache:
     def get(self, device: torch.device) -> PackedRunner:
         key = (str(device), self.dtype)
         runner = self._runners.get(key)
-        if runner is not None and runner.state == model_state(self.model):
+        if runner is not None and runner.state.current():
             return runner
         with self._lock:
             runner = self._runners.get(key)
-            if runner is None or runner.state != model_state(self.model):
+            if runner is None or not runner.state.current():
                 runner = self._runners[key] = self._build(device, key[1])
         return runner
 

@@ -7,7 +7,13 @@ arrays under its own GIL, which in-process costs the GPU-feeding thread its time
 Messages (little-endian). Setup: b"S", u64 length, the tokenizer's JSON. Request: b"R", header
 (i32 n, i32 max_length or -1, u8 add_special_tokens, u8 pairs, u8 type_ids, u8 truncate_left), i64[n * (1 + pairs)]
 UTF-8 byte lengths (all first texts, then all second texts), the texts' bytes. Reply: b"K", i64 n, i64 total,
-i32[n] lengths, i32[total] ids, then i8[total] type ids if asked; or b"E", u64 length, an error message.
+i32[n] lengths, i32[total] ids, then i8[total] type ids if asked; or b"E", i64 length, i64 0, an error message
+(both replies start with 17 bytes, which the parent reads before it knows which one came).
+
+The worker stops when its stdin ends, when a reply cannot be written (the parent is gone: SIGPIPE), and, within
+PARENT_CHECK_S, when its parent process is gone although its pipes stay open (a forked child of the parent holds
+them). Not PR_SET_PDEATHSIG: Linux sends that when the *thread* that started the worker exits, and any thread of
+the parent (a short-lived one in a user's thread pool) may be the first to tokenize.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import sys
 REQUEST = struct.Struct("<iiBBBB")
 REPLY = struct.Struct("<qq")
 SIZE = struct.Struct("<Q")
+HEAD = 1 + REPLY.size  # the bytes every reply starts with
+PARENT = "ST_BACKEND_TOKENIZER_PARENT"  # the parent's pid, set in the worker's environment
+PARENT_CHECK_S = 1.0  # how often the worker checks that its parent is still there
 
 
 def _read(stream, size: int) -> bytes:
@@ -72,6 +81,16 @@ def _encode(tokenizers: dict, spec: str, header: tuple, texts: list) -> bytes:
     return b"".join(parts)
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit at once when this process no longer has ``parent`` as its parent (it died: we were re-parented)."""
+    import os
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
 def main() -> None:
     import os
     import signal
@@ -82,6 +101,14 @@ def main() -> None:
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     # Ctrl-C is the parent's to handle; the worker stops when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A reply to a parent that is gone ends the worker quietly (Python ignores SIGPIPE, which would raise
+    # BrokenPipeError, caught below for a parent that blocks the signal).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    parent = os.environ.get(PARENT)
+    if parent:
+        import threading
+
+        threading.Thread(target=_watch_parent, args=(int(parent),), name="parent-watch", daemon=True).start()
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     spec = None
     tokenizers: dict = {}
@@ -105,9 +132,12 @@ def main() -> None:
             return
         except Exception as exc:  # reported to the parent, which raises it
             message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
-            reply = b"E" + SIZE.pack(len(message)) + message
-        sink.write(reply)
-        sink.flush()
+            reply = b"E" + REPLY.pack(len(message), 0) + message
+        try:
+            sink.write(reply)
+            sink.flush()
+        except OSError:  # the parent is gone
+            os._exit(0)
 
 
 if __name__ == "__main__":

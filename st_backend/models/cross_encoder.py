@@ -43,6 +43,7 @@ class CrossEncoder(PoolMixin, sentence_transformers.CrossEncoder):
         super().__init__(*args, **with_chat_template(kwargs, chat_template, path))
         self.engine_config = engine if engine is not None else EngineConfig()
         self.engine_config.cast(self)
+        self.engine_config.check_attention(self)
         self._st_engine: ScoreEngine | str | None = None
         engine_or_reason = self.engine()
         if isinstance(engine_or_reason, ScoreEngine) and engine_or_reason.template is not None:

@@ -70,6 +70,7 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         self.matryoshka.check(truncate_dim, self.get_embedding_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
         self.engine_config.cast(self)
+        self.engine_config.check_attention(self)
         self._st_engines: dict[str | None, MultiVectorEngine | str] = {}
 
     def _parse_model_config(self, model_config: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ from . import _fallback
 logger = logging.getLogger("st_backend")
 
 PER_INPUT_CHARS = 8  # special tokens and per-sequence work: an empty text is not free
-CHARS_PER_TOKEN = 4  # inputs longer than the model's maximum are cut: they cost no more than this many chars
+CHARS_PER_TOKEN = 4  # a text is cut at the model's maximum length: it weighs at most 4 chars per token of it
 TAIL_CHUNKS_PER_WORKER = 8  # the smallest chunk: 1/8 of one worker's share (the most a worker can finish late)
 MIN_CHUNK_CHARS = 4096  # below this a chunk's round trip costs more than it balances
 MAX_CHUNK_INPUTS = 5000  # as ST's cap on a chunk

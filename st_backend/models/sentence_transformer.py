@@ -48,6 +48,7 @@ class SentenceTransformer(PoolMixin, sentence_transformers.SentenceTransformer):
         self.matryoshka.check(self.truncate_dim, self._full_dimension(), self)
         self.engine_config = engine if engine is not None else EngineConfig()
         self.engine_config.cast(self)
+        self.engine_config.check_attention(self)
         self._st_engines: dict[str | None, EmbedEngine | str] = {}
 
     def _parse_model_config(self, model_config: dict[str, Any]) -> None:

@@ -87,3 +87,19 @@ def test_accepts_floating_dtypes_and_their_names():
         (None, None),
     ):
         assert EngineConfig(dtype=given).dtype == want, given
+
+
+@pytest.mark.parametrize("backend", ["varlen", "efficient", "xformers"])
+def test_a_backend_that_cannot_run_on_the_device_is_named_at_load(tiny_root, backend):
+    import torch
+    from tiny_models import build_st_dir
+
+    import st_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("on a CUDA machine these backends may run")
+    with pytest.raises(ValueError, match=rf"attention='{backend}' cannot run on cpu.*st-backend info") as err:
+        st_backend.SentenceTransformer(
+            str(build_st_dir("bert", tiny_root)), device="cpu", engine=EngineConfig(attention=backend)
+        )
+    assert "CUDA" in str(err.value) or "not installed" in str(err.value) or "xformers" in str(err.value)

@@ -146,15 +146,16 @@ def test_an_interrupt_mid_reply_never_hands_a_stale_reply_to_the_next_call(defau
 
     hf = AutoTokenizer.from_pretrained(default_model_path)
     local, remote = TextTokenizer(hf), remote_of(hf, processes=1)
-    real_read, calls = tokenize_procs._read, []
+    real_recv, calls = tokenize_procs._Worker.recv, []
 
-    def interrupted(stream, size):
-        if not calls:
+    def interrupted(worker, size, deadline, ready=True):
+        data = real_recv(worker, size, deadline, ready)
+        if not calls:  # the reply's head is read, its body is still in the pipe
             calls.append(size)
             raise KeyboardInterrupt
-        return real_read(stream, size)
+        return data
 
-    monkeypatch.setattr(tokenize_procs, "_read", interrupted)
+    monkeypatch.setattr(tokenize_procs._Worker, "recv", interrupted)
     with pytest.raises(KeyboardInterrupt):
         remote(TEXTS, None)
     other = [t[::-1] for t in TEXTS]
