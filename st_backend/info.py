@@ -7,15 +7,9 @@ import platform
 
 import torch
 
+from .engine.architectures import ARCHITECTURES
 from .engine.attention import probe
 from .engine.rewrites import rewrites_for
-
-# The layer patterns of the supported architectures: encoders, decoders, ModernBERT-style local layers.
-_LAYER_SETS = {
-    "bidirectional (BERT, XLM-R)": [(False, None)],
-    "causal (Qwen3, Llama)": [(True, None)],
-    "bidirectional + sliding window (ModernBERT)": [(False, None), (False, 64)],
-}
 
 
 def _version(dist: str) -> str:
@@ -45,11 +39,24 @@ def info(device: str | torch.device | None = None, dtype: torch.dtype | None = N
         "backends": {},
         "compile_rewrites": list(rewrites_for(device)),
     }
-    for label, kinds in _LAYER_SETS.items():
-        result = probe(device, dtype, kinds, xformers_torch_ops)
+    for label, kinds in layer_sets().items():
+        result = probe(device, dtype, list(kinds), xformers_torch_ops)
         chosen = next((name for name, reason in result.reasons.items() if reason is None), None)
         report["backends"][label] = {"chosen": chosen, "reasons": dict(result.reasons), "notes": dict(result.notes)}
     return report
+
+
+def layer_sets() -> dict[str, tuple]:
+    """The registered architectures grouped by the layer patterns the probe checks for them."""
+    groups: dict[tuple, list[str]] = {}
+    for spec in ARCHITECTURES.values():
+        groups.setdefault(spec.typical_layer_kinds(), []).append(spec.family or spec.model_type)
+    names = {(False, None): "bidirectional", (True, None): "causal"}
+    out = {}
+    for kinds, families in groups.items():
+        pattern = " + ".join(names.get(k, f"{'causal' if k[0] else 'bidirectional'} sliding window") for k in kinds)
+        out[f"{pattern} ({', '.join(families)})"] = kinds
+    return out
 
 
 def format_info(report: dict) -> str:

@@ -26,7 +26,7 @@ def format_report(r: dict) -> str:
     for name, row in r["rows"].items():
         lines.append(
             f"  {name:24s} {row['seconds']:8.3f}s  {row['tokens_per_s'] / 1e6:6.3f} M tok/s  "
-            f"{row['inputs_per_s']:9.0f} {unit}/s  peak {row['peak_mb'] or 0:8.0f} MB"
+            f"{row['inputs_per_s']:9.0f} {unit}/s  peak {row['peak_mb'] or 0:8.0f} MB  first call {row['first_call_seconds']:.2f}s"
         )
     lines.append(f"speedup, default call (what unchanged code gets): {r['speedup_default_call']:.2f}x")
     lines.append(f"speedup, tuned vs best plain ST (bs={r['best_plain_batch_size']}): {r['speedup']:.2f}x")

@@ -25,6 +25,7 @@ from .tokenize import Tokenized
 
 _DONE = object()
 AHEAD = 3  # chunks submitted for tokenization ahead of the one being packed
+PIN_MIN_TOKENS = 1024
 
 
 def _chunk_batches(
@@ -33,7 +34,8 @@ def _chunk_batches(
     for indices in plan_batches(tokens.lengths, max_tokens, max_sequences):
         with host(profile, "pack + pin (producer)"):
             batch = pack(tokens.ids, tokens.type_ids, indices, offset=start, prefix=tokens.prefix)
-            batch = batch.pin_memory() if pin else batch
+            # Pinning costs more than it saves for a small batch (a single query's): its copy is short anyway.
+            batch = batch.pin_memory() if pin and batch.num_tokens >= PIN_MIN_TOKENS else batch
         yield batch
 
 

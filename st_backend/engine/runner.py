@@ -32,9 +32,13 @@ class PackedRunner:
         backend: AttentionBackend,
         compile: bool | str = False,
         rewrites: tuple[str, ...] = (),
+        shared_prefix: bool = False,
     ) -> None:
         self.arch = arch
         self.backend = backend
+        # Whether inputs of this model may share a prefix's keys and values: causal, and a backend whose key
+        # prefix masks the probe checked here.
+        self.shares_prefixes = arch.causal and backend.shared_prefix and shared_prefix
         self.attn_name = register(backend)
         self.model = _compat.packed_view(model, self.attn_name)
         self.state = ModelState(model)
@@ -74,11 +78,6 @@ class PackedRunner:
                 st_kv_index=batch.kv_index,
             )
         return kwargs
-
-    @property
-    def shares_prefixes(self) -> bool:
-        """Whether inputs of this model may share a prefix's keys and values (causal, backend supports it)."""
-        return self.arch.causal and self.backend.shared_prefix
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """-> (total_tokens, hidden) last hidden states of the packed row."""
@@ -150,4 +149,5 @@ class RunnerCache:
             backend,
             compile=self.config.compile,
             rewrites=rewrites_for(device) if self.config.rewrites is None else self.config.rewrites,
+            shared_prefix=result.shared_prefix.get(backend.name, False),
         )

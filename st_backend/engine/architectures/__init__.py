@@ -27,10 +27,16 @@ class ArchSpec:
     position_offset: Callable[[PretrainedConfig], int] = lambda config: 0
     token_type_ids: bool = False
     windows: Callable[[PretrainedConfig], tuple[int, ...]] = lambda config: ()
+    family: str = ""  # what `st-backend info` calls it
+    windowed: bool = False  # its checkpoints typically have sliding-window layers (for info's probe)
 
     def layer_kinds(self, config: PretrainedConfig) -> list[tuple[bool, int | None]]:
         """Every (causal, window) pattern a forward of this model runs, for the backend probe."""
         return [(self.causal, None)] + [(self.causal, w) for w in self.windows(config)]
+
+    def typical_layer_kinds(self) -> tuple[tuple[bool, int | None], ...]:
+        """The layer patterns of a typical checkpoint (a 64-token window where it has them), for `info`."""
+        return ((self.causal, None),) + (((self.causal, 64),) if self.windowed else ())
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}

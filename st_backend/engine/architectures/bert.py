@@ -2,4 +2,4 @@
 
 from . import ArchSpec, register
 
-register(ArchSpec("bert", token_type_ids=True))
+register(ArchSpec("bert", token_type_ids=True, family="BERT"))

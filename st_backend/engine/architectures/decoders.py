@@ -10,5 +10,5 @@ def _windows(config) -> tuple[int, ...]:
     return ()
 
 
-for _model_type in ("qwen3", "llama"):
-    register(ArchSpec(_model_type, causal=True, windows=_windows))
+for _model_type, _family in (("qwen3", "Qwen3"), ("llama", "Llama")):
+    register(ArchSpec(_model_type, causal=True, windows=_windows, family=_family))

@@ -9,4 +9,4 @@ def _windows(config) -> tuple[int, ...]:
     return ()
 
 
-register(ArchSpec("modernbert", windows=_windows))
+register(ArchSpec("modernbert", windows=_windows, family="ModernBERT", windowed=True))

@@ -2,4 +2,4 @@
 
 from . import ArchSpec, register
 
-register(ArchSpec("xlm-roberta", position_offset=lambda config: config.pad_token_id + 1))
+register(ArchSpec("xlm-roberta", position_offset=lambda config: config.pad_token_id + 1, family="XLM-RoBERTa"))

@@ -1,201 +1,32 @@
-"""Attention backends: a registry, a probe that runs each one here, and the choice it leads to.
-
-Like xformers' dispatch, every backend says in words why it cannot run; the probe also runs each candidate
-on a small packed batch and compares it with the reference backend, so a kernel that imports but computes
-wrongly is never chosen.
-"""
+"""Attention backends: a registry (registry.py; each backend file registers itself) and a probe that chooses
+among them (dispatch.py). Like xformers' dispatch, every backend says in words why it cannot run."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+import importlib
+import pkgutil
 
-import torch
+from .base import AttentionBackend, PackedAttention
+from .registry import BACKENDS, make_backend, priority
 
-from .base import AttentionBackend, PackedAttention, hf_attention_function, no_mask
-from .efficient import EfficientBackend
-from .reference import ReferenceBackend
-from .varlen import VarlenBackend
-from .xformers import XformersBackend
+for _module in pkgutil.iter_modules(__path__):  # every backend file registers itself on import
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-logger = logging.getLogger(__name__)
+from .dispatch import ProbeResult, _check_key_prefix, _check_numerics, choose, probe, register  # noqa: E402
 
 # Fastest first; "auto" takes the first that runs here and expresses every layer of the model.
-PRIORITY = ("efficient", "varlen", "xformers", "reference")
+PRIORITY = priority()
 
-LayerKind = tuple[bool, int | None]  # (causal, sliding window each side or None)
-
-
-_FACTORIES = {
-    "reference": lambda torch_ops: ReferenceBackend(),
-    "efficient": lambda torch_ops: EfficientBackend(),
-    "varlen": lambda torch_ops: VarlenBackend(),
-    "xformers": lambda torch_ops: XformersBackend(allow_torch_ops=torch_ops),
-}
-_INSTANCES: dict[tuple[str, bool], AttentionBackend] = {}
-
-
-def make_backend(name: str, xformers_torch_ops: bool = False) -> AttentionBackend:
-    """The one instance of a backend (per option), so transformers' registry and the probe agree."""
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown attention backend {name!r}; known: {PRIORITY}")
-    key = (name, xformers_torch_ops and name == "xformers")
-    if key not in _INSTANCES:
-        _INSTANCES[key] = _FACTORIES[name](key[1])
-    return _INSTANCES[key]
-
-
-_REGISTERED: dict[str, AttentionBackend] = {}
-
-
-def register(backend: AttentionBackend) -> str:
-    """Register a backend with transformers' AttentionInterface / AttentionMaskInterface; returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    name = backend.hf_name
-    if _REGISTERED.get(name) is not backend:
-        AttentionInterface.register(name, hf_attention_function(backend))
-        AttentionMaskInterface.register(name, no_mask)
-        _REGISTERED[name] = backend
-    return name
-
-
-@dataclass
-class ProbeResult:
-    device: str
-    dtype: str
-    layer_kinds: list[LayerKind]
-    reasons: dict[str, str | None] = field(default_factory=dict)  # backend -> None (works) or why not
-    notes: dict[str, str] = field(default_factory=dict)  # backend -> how it runs here, when it works
-    chosen: str | None = None
-
-    def lines(self) -> list[str]:
-        out = []
-        for name in PRIORITY:
-            if name not in self.reasons:
-                continue
-            reason = self.reasons[name]
-            mark = "chosen" if name == self.chosen else ("works" if reason is None else "no")
-            out.append(f"{name:10s} {mark:7s} {reason or self.notes.get(name, '')}".rstrip())
-        return out
-
-
-def _check_numerics(backend: AttentionBackend, device: torch.device, dtype: torch.dtype, kind: LayerKind) -> str | None:
-    """Run the backend on a small packed batch and compare with the reference backend."""
-    causal, window = kind
-    gen = torch.Generator().manual_seed(0)
-    lengths = [7, 1, 33, 16]
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
-    total, heads, kv_heads, dim = sum(lengths), 4, 2, 64
-    q = torch.randn(total, heads, dim, generator=gen).to(device, dtype)
-    k = torch.randn(total, kv_heads, dim, generator=gen).to(device, dtype)
-    v = torch.randn(total, kv_heads, dim, generator=gen).to(device, dtype)
-    packed = PackedAttention(cu, max(lengths))
-    try:
-        got = backend.attend(q, k, v, packed, scale=dim**-0.5, causal=causal, window=window)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    except Exception as exc:
-        return f"failed on a test batch ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-    ref = ReferenceBackend().attend(
-        q.double().cpu(),
-        k.double().cpu(),
-        v.double().cpu(),
-        PackedAttention(cu.cpu(), max(lengths)),
-        scale=dim**-0.5,
-        causal=causal,
-        window=window,
-    )
-    err = (got.double().cpu() - ref).abs().max().item()
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
-    if not err <= tol:
-        return f"wrong result on a test batch (causal={causal}, window={window}): max error {err:.2e} > {tol}"
-    return None
-
-
-def _check_key_prefix(
-    backend: AttentionBackend, device: torch.device, dtype: torch.dtype, window: int | None = None
-) -> str | None:
-    """Causal attention with more keys than queries per sequence (a shared prefix's keys in front) must align
-    the mask (and a sliding window) to the bottom right, as the reference backend does."""
-    gen = torch.Generator().manual_seed(1)
-    q_lengths, k_lengths = [3, 1, 9], [8, 6, 9]
-    cu_q = torch.tensor([0, *torch.tensor(q_lengths).cumsum(0).tolist()], dtype=torch.int32)
-    cu_k = torch.tensor([0, *torch.tensor(k_lengths).cumsum(0).tolist()], dtype=torch.int32)
-    q = torch.randn(sum(q_lengths), 4, 64, generator=gen)
-    k, v = (torch.randn(sum(k_lengths), 2, 64, generator=gen) for _ in range(2))
-    try:
-        packed = PackedAttention(cu_q.to(device), max(q_lengths), cu_k.to(device), max(k_lengths))
-        inputs = (x.to(device, dtype) for x in (q, k, v))
-        got = backend.attend(*inputs, packed, scale=0.125, causal=True, window=window)
-    except Exception as exc:
-        return f"failed with a key prefix ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-    packed = PackedAttention(cu_q, max(q_lengths), cu_k, max(k_lengths))
-    ref = ReferenceBackend().attend(q.double(), k.double(), v.double(), packed, scale=0.125, causal=True, window=window)
-    err = (got.double().cpu() - ref).abs().max().item()
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
-    if err <= tol:
-        return None
-    return f"causal mask (window={window}) with a key prefix differs from the reference: max error {err:.2e}"
-
-
-_PROBES: dict[tuple, ProbeResult] = {}
-
-
-def probe(
-    device: torch.device,
-    dtype: torch.dtype,
-    layer_kinds: list[LayerKind],
-    xformers_torch_ops: bool = False,
-) -> ProbeResult:
-    """Which backends run here for a model with these layer kinds, and why the others do not (cached)."""
-    key = (str(device), dtype, tuple(layer_kinds), xformers_torch_ops)
-    if key in _PROBES:
-        return _PROBES[key]
-    result = ProbeResult(device=str(device), dtype=str(dtype).replace("torch.", ""), layer_kinds=list(layer_kinds))
-    for name in PRIORITY:
-        backend = make_backend(name, xformers_torch_ops)
-        reason = backend.why_not(device, dtype)
-        for kind in layer_kinds if reason is None else []:
-            reason = backend.why_not_layer(*kind) or _check_numerics(backend, device, dtype, kind)
-            if reason:
-                break
-        result.reasons[name] = reason
-        notes = [note for note in (backend.describe(),) if note and reason is None]
-        causal_windows = [window for causal, window in layer_kinds if causal]
-        if reason is None and backend.shared_prefix and causal_windows:
-            checks = (_check_key_prefix(backend, device, dtype, w) for w in causal_windows if name != "reference")
-            why = next((c for c in checks if c), None)
-            if why:
-                # The backend still runs, without shared prefixes (for every device: one instance per backend).
-                backend.shared_prefix = False
-            notes.append(f"shared prefixes off: {why}" if why else "shared prefixes")
-        if notes:
-            result.notes[name] = "; ".join(notes)
-    _PROBES[key] = result
-    return result
-
-
-def choose(
-    requested: str,
-    device: torch.device,
-    dtype: torch.dtype,
-    layer_kinds: list[LayerKind],
-    xformers_torch_ops: bool = False,
-) -> tuple[AttentionBackend, ProbeResult]:
-    """Pick the backend (``requested`` = "auto" or a name); raise with every reason if it cannot run."""
-    result = probe(device, dtype, layer_kinds, xformers_torch_ops)
-    candidates = PRIORITY if requested == "auto" else (requested,)
-    for name in candidates:
-        if result.reasons.get(name) is None:
-            result.chosen = name
-            if name == "xformers" and xformers_torch_ops:
-                logger.info("xformers runs on its PyTorch-kernel operators (build check lifted by EngineConfig)")
-            return make_backend(name, xformers_torch_ops), result
-    raise RuntimeError(
-        f"attention backend {requested!r} cannot run on {device} / {dtype}:\n  " + "\n  ".join(result.lines())
-    )
-
-
-__all__ = ["AttentionBackend", "PackedAttention", "ProbeResult", "choose", "make_backend", "probe", "register"]
+__all__ = [
+    "BACKENDS",
+    "PRIORITY",
+    "AttentionBackend",
+    "PackedAttention",
+    "ProbeResult",
+    "_check_key_prefix",
+    "_check_numerics",
+    "choose",
+    "make_backend",
+    "probe",
+    "register",
+]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 
 from .base import AttentionBackend, repeat_kv
+from .registry import register_backend
 
 
+@register_backend(priority=10)
 class EfficientBackend(AttentionBackend):
     name = "efficient"
 

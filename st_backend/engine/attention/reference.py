@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import AttentionBackend, PackedAttention, repeat_kv
+from .registry import register_backend
 
 
 class _Grid:
@@ -49,6 +50,7 @@ class _Layout:
         return m
 
 
+@register_backend(priority=100)
 class ReferenceBackend(AttentionBackend):
     name = "reference"
     shared_prefix = True

@@ -7,6 +7,7 @@ import inspect
 import torch
 
 from .base import AttentionBackend, repeat_kv
+from .registry import register_backend
 
 
 def _varlen_attn():
@@ -17,6 +18,7 @@ def _varlen_attn():
     return varlen_attn
 
 
+@register_backend(priority=20)
 class VarlenBackend(AttentionBackend):
     name = "varlen"
     shared_prefix = True

@@ -7,10 +7,12 @@ import importlib
 import torch
 
 from .base import AttentionBackend, repeat_kv
+from .registry import register_backend
 
 _BUILT_WITH_CUDA: bool | None = None  # xformers' own verdict, read before any lift
 
 
+@register_backend(priority=30, options=True)
 class XformersBackend(AttentionBackend):
     name = "xformers"
 
