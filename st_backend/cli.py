@@ -42,7 +42,7 @@ def _timed(fn):
 def cmd_info(args) -> int:
     from .info import format_info, info
 
-    report = info(device=args.device, xformers_torch_ops=args.xformers_torch_ops)
+    report = info(device=args.device, xformers_torch_ops=args.xformers_torch_ops, model=args.model)
     print(json.dumps(report, indent=2) if args.json else format_info(report))
     return 0
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--xformers-torch-ops", action="store_true", help="allow xformers' PyTorch-kernel operators")
+    p.add_argument("--model", default=None, help="also: how this model's tokenizer handles long texts ('default' ok)")
     p.set_defaults(fn=cmd_info)
 
     p = sub.add_parser("compare", help="plain ST vs st_backend on one model: fidelity and time")

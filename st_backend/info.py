@@ -23,8 +23,13 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def info(device: str | torch.device | None = None, dtype: torch.dtype | None = None, xformers_torch_ops=False) -> dict:
-    """Versions, device and the backend probe for each layer pattern, as a dict."""
+def info(
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    xformers_torch_ops: bool = False,
+    model: str | None = None,
+) -> dict:
+    """Versions, device and the backend probe for each layer pattern (and a model's tokenizer), as a dict."""
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     report = {
@@ -39,11 +44,29 @@ def info(device: str | torch.device | None = None, dtype: torch.dtype | None = N
         "backends": {},
         "compile_rewrites": list(rewrites_for(device)),
     }
+    if model is not None:
+        report["tokenizer"] = tokenizer_report(model)
     for label, kinds in layer_sets().items():
         result = probe(device, dtype, list(kinds), xformers_torch_ops)
         chosen = next((name for name, reason in result.reasons.items() if reason is None), None)
         report["backends"][label] = {"chosen": chosen, "reasons": dict(result.reasons), "notes": dict(result.notes)}
     return report
+
+
+def tokenizer_report(model: str) -> dict:
+    """Whether texts far past this model's max length are cut before tokenizing (engine/precut.py), or why not."""
+    from transformers import AutoTokenizer
+
+    from .default_model import resolve_model
+    from .engine.precut import PreCut
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return {"model": model, "long_text_cut": "off: not a fast (Rust) tokenizer; long texts are tokenized whole"}
+    reason = PreCut(backend.to_str(), getattr(tokenizer, "truncation_side", "right")).reason
+    cut = "on (provably exact)" if reason is None else f"off: {reason}; long texts are tokenized whole"
+    return {"model": model, "tokenizer": type(tokenizer).__name__, "long_text_cut": cut}
 
 
 def layer_sets() -> dict[str, tuple]:
@@ -69,6 +92,11 @@ def format_info(report: dict) -> str:
             note = entry.get("notes", {}).get(name)
             works = f"works ({note})" if note else "works"
             lines.append(f"  {name:10s} {works if reason is None else 'no: ' + reason}")
+    if "tokenizer" in report:
+        t = report["tokenizer"]
+        lines.append(
+            f"tokenizer of {t['model']}: texts far past max_seq_length cut before tokenizing: {t['long_text_cut']}"
+        )
     rewrites = ", ".join(report.get("compile_rewrites", [])) or "none"
     lines.append(f"graph rewrites under EngineConfig(compile=True) here: {rewrites}")
     return "\n".join(lines)

@@ -188,6 +188,8 @@ class ChatTemplate:
     ) -> tuple[Tokenized, int]:
         """Tokenize each conversation's render, cutting content to fit ``max_length``; also returns how many
         were cut. ``prompted``: each conversation starts with the prompt's system message."""
+        if max_length is not None:
+            conversations = [self._cut_long(c, prompted, max_length) for c in conversations]
         tokens = self.tokenizer([self.render(c) for c in conversations], None, add_special_tokens=False)
         cut = 0
         if max_length is not None:
@@ -201,6 +203,31 @@ class ChatTemplate:
                     tokens.ids[i], tokens.lengths[i] = ids, len(ids)
                     cut += 1
         return tokens, cut
+
+    def _cut_long(self, conversation: Conversation, prompted: bool, max_length: int) -> Conversation:
+        """The conversation with each text far past max_length replaced by a prefix that changes nothing of the
+        result: its first S tokens (ids and offsets) are the full text's (precut.stable_prefix), and with the
+        other contents empty, S of them already overflow max_length. fit's search then stops inside those S
+        tokens whichever text it is given, so cutting long texts first only saves tokenizing them whole."""
+        precut = self.tokenizer.precut
+        if precut is None or precut.reason is not None:
+            return conversation
+        slots = text_slots(conversation, prompted)
+        long = [slot for slot in slots if len(get_text(conversation, slot)) > precut.threshold(max_length + 1)]
+        if not long:
+            return conversation
+        empty = conversation
+        for slot in slots:
+            empty = with_text(empty, slot, "")
+        for slot in long:
+            text = get_text(conversation, slot)
+            prefix, stable = precut.stable_prefix(text, max_length + 1)
+            if prefix is text:
+                continue
+            end = self.tokenizer.offsets(prefix)[stable - 1][1]
+            if self._length(with_text(empty, slot, text[:end])) > max_length:
+                conversation = with_text(conversation, slot, prefix)
+        return conversation
 
     def fit(self, conversation: Conversation, prompted: bool, max_length: int) -> Conversation | None:
         """The conversation with text contents cut at token boundaries so that its render fits ``max_length``;

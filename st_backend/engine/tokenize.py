@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .precut import PreCut
 from .tokenize_worker import configured
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class TextTokenizer:
         self.single_types_zero = self._spec is not None and _single_types_zero(json.loads(self._spec))
         self._processes = None
         self.processes_off: str | None = None  # why worker processes are no longer used, once they failed
+        # Texts far longer than max_length are cut before tokenizing, where that provably keeps every token
+        # that survives truncation (engine/precut.py); precut.reason says why not otherwise.
+        side = getattr(hf_tokenizer, "truncation_side", "right")
+        self.precut = PreCut(self._spec, side) if self._spec is not None else None
 
     def use_processes(self, processes: int, rayon_threads: int | None = None) -> None:
         """Tokenize calls of REMOTE_MIN_TEXTS texts or more in ``processes`` worker processes (started once;
@@ -102,6 +107,7 @@ class TextTokenizer:
         max_length = _limit(max_length)
         pairs = bool(texts) and isinstance(texts[0], tuple)
         types = self.token_types and (pairs or not self.single_types_zero)
+        texts = self._cut_long(texts, max_length, add_special_tokens, pairs)
         refused = None
         if self._processes is not None and len(texts) >= REMOTE_MIN_TEXTS:
             remote, refused = self._remote(texts, max_length, add_special_tokens, types)
@@ -111,6 +117,14 @@ class TextTokenizer:
         if refused is not None:  # a worker refused what the in-process tokenizer takes: do not trust them
             self._turn_off(f"a worker refused input the in-process tokenizer accepts: {refused}")
         return tokens
+
+    def _cut_long(self, texts: list, max_length: int | None, add_special_tokens: bool, pairs: bool) -> list:
+        """texts with those far past max_length cut where the cut provably changes no surviving token."""
+        if max_length is None or self.precut is None or self.precut.reason is not None:
+            return texts
+        special = self._backend(max_length).num_special_tokens_to_add(pairs) if add_special_tokens else 0
+        keep = max_length - special
+        return self.precut.pair_prefixes(texts, keep) if pairs else self.precut.prefixes(texts, keep)
 
     def _local(self, texts, max_length: int | None, add_special_tokens: bool, types: bool) -> Tokenized:
         encodings = self._backend(max_length).encode_batch_fast(texts, add_special_tokens=add_special_tokens)
