@@ -19,3 +19,14 @@ def default_model_path() -> str:
     from st_backend.default_model import default_model_path
 
     return default_model_path()
+
+
+@pytest.fixture
+def feeding_thread():
+    """Mark the test's thread as a pipeline feeding thread: its tokenizer calls may go to the worker processes
+    (engine/tokenize.py FEEDING), as the GPU pipeline's threads' do."""
+    from st_backend.engine.tokenize import FEEDING
+
+    FEEDING.active = True
+    yield
+    FEEDING.active = False

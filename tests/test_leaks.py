@@ -27,7 +27,7 @@ def open_fds() -> int:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc (Linux)")
 @pytest.mark.parametrize("processes", [0, 2])
-def test_repeated_calls_keep_memory_and_descriptors_flat(tiny_root, processes):
+def test_repeated_calls_keep_memory_and_descriptors_flat(tiny_root, feeding_thread, processes):
     path = str(build_st_dir("bert", tiny_root))
     engine = st_backend.EngineConfig(tokenizer_processes=processes, max_batch_tokens=2048)
     model = st_backend.SentenceTransformer(path, device="cpu", engine=engine)

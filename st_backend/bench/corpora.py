@@ -55,8 +55,12 @@ def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:
 
 
 def sts_sentences(data_dir: Path) -> list[str]:
-    """Every sentence of the STS Benchmark test split, both columns (6,066 sentences of ~12 tokens)."""
+    """Every sentence of the STS Benchmark test and dev splits, both columns (5,758 sentences of ~12 tokens)."""
     s1, s2, _ = read_sts(_need(data_dir, "stsbenchmark/sts-test.csv"))
+    dev = Path(data_dir) / "stsbenchmark" / "sts-dev.csv"
+    if dev.is_file():
+        d1, d2, _ = read_sts(dev)
+        s1, s2 = s1 + d1, s2 + d2
     return s1 + s2
 
 

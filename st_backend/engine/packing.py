@@ -38,6 +38,9 @@ class PackedBatch:
     cu_seqlens_k: torch.Tensor | None = None
     kv_index: torch.Tensor | None = None
     max_len_k: int = 0
+    # One buffer per dtype that every tensor above is a view of (set by pin_memory / to), so that a batch moves
+    # in one copy per dtype instead of one per tensor (a single query's batch is mostly copy overhead).
+    flat: dict | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -47,14 +50,26 @@ class PackedBatch:
     def num_tokens(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def _map(self, fn) -> PackedBatch:
-        return replace(self, **{name: fn(getattr(self, name)) for name in _TENSORS if getattr(self, name) is not None})
+    def _grouped(self, fn) -> PackedBatch:
+        """fn applied to one flat buffer per dtype (made once), the tensors rebuilt as views of the results."""
+        present = [name for name in _TENSORS if getattr(self, name) is not None]
+        views, flat = {}, {}
+        for dtype in {getattr(self, name).dtype for name in present}:
+            names = [name for name in present if getattr(self, name).dtype == dtype]
+            buffer = (self.flat or {}).get(dtype)
+            if buffer is None:
+                buffer = torch.cat([getattr(self, name) for name in names])
+            flat[dtype] = fn(buffer)
+            views.update(zip(names, torch.split(flat[dtype], [getattr(self, name).numel() for name in names])))
+        return replace(self, **views, flat=flat)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> PackedBatch:
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+        if self.input_ids.device == torch.device(device):
+            return self
+        return self._grouped(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> PackedBatch:
-        return self._map(lambda t: t.pin_memory())
+        return self._grouped(lambda t: t.pin_memory())
 
 
 assert set(_TENSORS) <= {f.name for f in fields(PackedBatch)}

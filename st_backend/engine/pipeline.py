@@ -21,7 +21,7 @@ import numpy as np
 from .packing import PackedBatch, pack
 from .profile import device_work, host
 from .scheduler import plan_batches
-from .tokenize import Tokenized
+from .tokenize import FEEDING, Tokenized
 
 _DONE = object()
 AHEAD = 3  # chunks submitted for tokenization ahead of the one being packed
@@ -37,6 +37,10 @@ def _chunk_batches(
             # Pinning costs more than it saves for a small batch (a single query's): its copy is short anyway.
             batch = batch.pin_memory() if pin and batch.num_tokens >= PIN_MIN_TOKENS else batch
         yield batch
+
+
+def _mark_feeding() -> None:
+    FEEDING.active = True  # this thread may hand its slices to the tokenizer worker processes
 
 
 def chunk_bounds(n: int, chunk_size: int, first: int | None = None) -> Iterator[tuple[int, int]]:
@@ -139,7 +143,9 @@ def packed_batches(
     def produce() -> None:
         try:
             bounds = chunk_bounds(n, chunk_size)
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="st_backend-tokenize") as pool:
+            with ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="st_backend-tokenize", initializer=_mark_feeding
+            ) as pool:
 
                 def submit(bound: tuple[int, int]) -> tuple[int, list]:
                     return bound[0], [

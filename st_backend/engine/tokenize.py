@@ -26,6 +26,11 @@ def _limit(max_length: int | None) -> int | None:
 
 # Smaller calls stay in-process: a round trip to a worker costs more than it saves.
 REMOTE_MIN_TEXTS = 64
+# Worker processes serve the pipeline's feeding threads only (engine/pipeline.py marks them): they keep the GIL
+# free for the thread launching GPU kernels while later chunks are tokenized. A call of one chunk is tokenized
+# where it is asked for, with every core in the tokenizers library's own thread pool (a cold worker's first
+# request alone costs ~0.2 s).
+FEEDING = threading.local()
 
 
 @dataclass
@@ -109,7 +114,7 @@ class TextTokenizer:
         types = self.token_types and (pairs or not self.single_types_zero)
         texts = self._cut_long(texts, max_length, add_special_tokens, pairs)
         refused = None
-        if self._processes is not None and len(texts) >= REMOTE_MIN_TEXTS:
+        if self._processes is not None and len(texts) >= REMOTE_MIN_TEXTS and getattr(FEEDING, "active", False):
             remote, refused = self._remote(texts, max_length, add_special_tokens, types)
             if remote is not None:
                 return remote

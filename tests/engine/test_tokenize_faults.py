@@ -20,7 +20,13 @@ from tiny_models import corpus
 from transformers import AutoTokenizer
 
 from st_backend.engine import tokenize_procs
-from st_backend.engine.tokenize import TextTokenizer
+from st_backend.engine.tokenize import FEEDING, TextTokenizer
+
+
+@pytest.fixture(autouse=True)
+def _feeding(feeding_thread):
+    """These tests call the tokenizer as a feeding thread does."""
+
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches the workers through /proc")
 
@@ -102,6 +108,7 @@ def _call_in_thread(tok, texts):
     box = {}
 
     def run():
+        FEEDING.active = True  # as a pipeline feeding thread
         try:
             box["result"] = tok(texts, None)
         except BaseException as exc:
@@ -193,6 +200,7 @@ def test_threads_sharing_the_workers_when_one_stops(tok, want, caplog):
     results = []
 
     def run():  # until the workers are off, and once more
+        FEEDING.active = True  # as a pipeline feeding thread
         while True:
             off = tok._processes is None
             try:

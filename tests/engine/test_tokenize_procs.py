@@ -13,6 +13,12 @@ import st_backend
 from st_backend.engine.config import EngineConfig
 from st_backend.engine.tokenize import REMOTE_MIN_TEXTS, TextTokenizer
 
+
+@pytest.fixture(autouse=True)
+def _feeding(feeding_thread):
+    """These tests call the tokenizer as a feeding thread does."""
+
+
 TEXTS = ["", "a", "Hello, World!", "Ünïcödé 東京 🙂", "  spaces   inside  ", "word " * 300, *corpus()] * 2
 PAIRS = [(TEXTS[i], TEXTS[-1 - i]) for i in range(len(TEXTS))]
 assert len(TEXTS) >= REMOTE_MIN_TEXTS

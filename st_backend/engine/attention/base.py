@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,15 @@ def hf_attention_function(backend: AttentionBackend):
         # transformers' sliding_window counts the token itself (flash's window is sliding_window - 1 each side).
         window = None if sliding_window is None else int(sliding_window) - 1
         packed = PackedAttention(cu_seqlens=cu, max_len=int(kwargs.get("max_length_q") or 0))
-        key, value = key[0].transpose(0, 1), value[0].transpose(0, 1)
         capture = kwargs.get("st_capture")
+        if capture is None and kwargs.get("st_prefix_keys") is None and cu.shape[0] == 2 and window is None:
+            # One sequence (a single query, say): nothing to pack or mask but causality, so torch's own SDPA
+            # (what ST runs) on the (1, heads, tokens, dim) layout as given.
+            out = F.scaled_dot_product_attention(
+                query, key, value, is_causal=causal, scale=scale, enable_gqa=key.shape[1] != query.shape[1]
+            )
+            return out.transpose(1, 2), None
+        key, value = key[0].transpose(0, 1), value[0].transpose(0, 1)
         if capture is not None:  # computing a shared prefix's keys/values (engine/prefix.py)
             capture[module.layer_idx] = (key, value)
         prefix_keys = kwargs.get("st_prefix_keys")
