@@ -1,4 +1,4 @@
-"""``st-backend info | compare | bench | encode``."""
+"""``st-backend info | compare | bench | serve | encode``."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ def cmd_encode(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .bench import add_parser as add_bench_parser
+    from .server.cli import add_parser as add_serve_parser
 
     parser = argparse.ArgumentParser(prog="st-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_compare)
 
     add_bench_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("encode", help="embed a file of texts (one per line) into a .npy file")
     p.add_argument("input")

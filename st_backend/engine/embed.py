@@ -79,6 +79,9 @@ class EmbedEngine(PackedEngine):
                     token_rows[i] = row
             else:
                 emb = self._sentence_embedding(hidden, batch, prompt_length, req)
+                if sentence is None and len(batch.indices) == len(req.texts) and _in_order(batch.indices):
+                    sentence = emb  # one batch, in the caller's order (a single input): nothing to place
+                    continue
                 if sentence is None:
                     sentence = emb.new_empty((len(req.texts), *emb.shape[1:]))
                 sentence[batch.index] = emb
@@ -99,3 +102,7 @@ class EmbedEngine(PackedEngine):
         if req.normalize:
             emb = F.normalize(emb, p=2, dim=1)
         return emb
+
+
+def _in_order(indices) -> bool:
+    return len(indices) == 1 or bool((indices[1:] > indices[:-1]).all())

@@ -17,22 +17,24 @@ class Segments:
     """Where each sequence lies in the packed row, and which of its tokens pooling may use.
 
     cu_seqlens: (n + 1,) offsets; seq_ids / positions: (total,) owning sequence and position inside it;
-    valid: (total,) bool, False for prompt tokens excluded by ``include_prompt=False``.
+    valid: (total,) bool, False for prompt tokens excluded by ``include_prompt=False``; None when every token is
+    (no mask to build or multiply by: a single query's pooling is mostly kernel launches).
     """
 
     cu_seqlens: torch.Tensor
     seq_ids: torch.Tensor
     positions: torch.Tensor
-    valid: torch.Tensor
+    valid: torch.Tensor | None
     counts: torch.Tensor  # (n,) number of valid tokens
 
     @classmethod
     def of(cls, batch, prompt_length: int | None = None) -> Segments:
         """Segments of a PackedBatch (no device sync: everything is derived on the batch's device)."""
         cu = batch.cu_seqlens.long()
-        skip = prompt_length or 0
-        counts = (cu[1:] - cu[:-1] - skip).clamp(min=0)
-        return cls(cu, batch.seq_ids, batch.position_ids, batch.position_ids >= skip, counts)
+        if not prompt_length:
+            return cls(cu, batch.seq_ids, batch.position_ids, None, cu[1:] - cu[:-1])
+        counts = (cu[1:] - cu[:-1] - prompt_length).clamp(min=0)
+        return cls(cu, batch.seq_ids, batch.position_ids, batch.position_ids >= prompt_length, counts)
 
     @property
     def n(self) -> int:
@@ -43,11 +45,17 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+def _valid_weights(seg: Segments, weights: torch.Tensor | None, acc: torch.dtype) -> torch.Tensor | None:
+    if seg.valid is None:
+        return weights
+    return seg.valid.to(acc) if weights is None else weights * seg.valid
+
+
 def _segment_sum(x: torch.Tensor, seg: Segments, weights: torch.Tensor | None = None) -> torch.Tensor:
     acc = _acc_dtype(x)
-    w = seg.valid.to(acc) if weights is None else weights * seg.valid
+    w = _valid_weights(seg, weights, acc)
     out = torch.zeros(seg.n, x.shape[-1], device=x.device, dtype=acc)
-    return out.index_add_(0, seg.seq_ids, x.to(acc) * w[:, None])
+    return out.index_add_(0, seg.seq_ids, x.to(acc) if w is None else x.to(acc) * w[:, None])
 
 
 def pool_cls(x: torch.Tensor, seg: Segments) -> torch.Tensor:
@@ -73,7 +81,7 @@ def pool_mean_sqrt_len(x: torch.Tensor, seg: Segments) -> torch.Tensor:
 
 
 def pool_max(x: torch.Tensor, seg: Segments) -> torch.Tensor:
-    masked = x.masked_fill(~seg.valid[:, None], float("-inf"))
+    masked = x if seg.valid is None else x.masked_fill(~seg.valid[:, None], float("-inf"))
     out = torch.full((seg.n, x.shape[-1]), float("-inf"), device=x.device, dtype=x.dtype)
     return out.scatter_reduce_(0, seg.seq_ids[:, None].expand_as(x), masked, reduce="amax")
 
@@ -82,7 +90,9 @@ def pool_weightedmean(x: torch.Tensor, seg: Segments) -> torch.Tensor:
     # Weights count from the sequence's first token (prompt included), as ST's padded path does.
     weights = (seg.positions + 1).to(_acc_dtype(x))
     total = _segment_sum(x, seg, weights)
-    norm = torch.zeros(seg.n, device=x.device, dtype=total.dtype).index_add_(0, seg.seq_ids, weights * seg.valid)
+    norm = torch.zeros(seg.n, device=x.device, dtype=total.dtype).index_add_(
+        0, seg.seq_ids, _valid_weights(seg, weights, total.dtype)
+    )
     return (total / norm.clamp(min=1e-9)[:, None]).to(x.dtype)
 
 

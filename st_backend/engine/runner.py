@@ -58,7 +58,9 @@ class PackedRunner:
         """The keyword arguments the model is called with for one packed batch."""
         kwargs = {
             "input_ids": batch.input_ids[None],
-            "position_ids": (batch.position_ids + self.position_offset)[None],
+            "position_ids": (batch.position_ids + self.position_offset if self.position_offset else batch.position_ids)[
+                None
+            ],
             "cu_seq_lens_q": batch.cu_seqlens,
             "cu_seq_lens_k": batch.cu_seqlens,
             "max_length_q": batch.max_len,

@@ -1,0 +1,179 @@
+"""The FastAPI app: models load in the background at startup (GET /health is 503 until they are loaded and warm),
+one batcher per model, the routes, and a shutdown that answers every accepted request before it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import os
+import signal
+import threading
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+
+from . import embed_routes, errors, score_routes
+from .auth import OPEN_PATHS, Guard
+from .batcher import Batcher
+from .bridge import Bridge
+from .config import ServerConfig
+from .dispatch import State, state_of
+from .errors import error_response
+from .schemas import ErrorResponse, ModelList
+
+logger = logging.getLogger("st_backend.server")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _load(st: State, loop: asyncio.AbstractEventLoop) -> None:
+    """Load and warm every model, then start one batcher each (runs on its own thread)."""
+    try:
+        st.bridge.load()
+        for name, served in st.bridge.served.items():
+            batcher = Batcher(
+                name,
+                st.bridge.runner(served),
+                max_batch_tokens=st.config.max_batch_tokens or st.bridge.batch_budget(served),
+                capacity=st.config.queue_capacity,
+                batching=st.config.batching,
+                metrics=st.metrics,
+            )
+            batcher.start(loop)
+            st.batchers[name] = batcher
+        st.ready = True
+        logger.info("st_backend server: ready (%s)", ", ".join(st.bridge.served))
+    except BaseException as exc:
+        st.failed = f"{type(exc).__name__}: {exc}"
+        logger.exception("st_backend server: loading failed")
+        if st.config.exit_on_load_failure:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None) -> FastAPI:
+    """The app for ``config``; ``bridge`` (tests) replaces the one built from the config's model paths."""
+    config = config or ServerConfig()
+    bridge = bridge or Bridge(
+        config.model,
+        config.cross_encoder,
+        config.multi_vector,
+        device=config.device,
+        matryoshka_dimensions=config.matryoshka_dimensions,
+        attention=config.attention,
+    )
+    st = State(config, bridge)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = threading.Thread(target=_load, args=(st, asyncio.get_running_loop()), name="st_backend-load")
+        loader.start()
+        try:
+            yield
+        finally:
+            # uvicorn calls this after it stopped accepting and every open request was answered; the queues
+            # are then empty, and close() waits for a call still running.
+            await asyncio.to_thread(loader.join)
+            for batcher in st.batchers.values():
+                await asyncio.to_thread(batcher.close)
+            st.tokenizers.shutdown(wait=False)
+
+    app = FastAPI(
+        title="st_backend server",
+        version=_version("st-backend"),
+        description="OpenAI-compatible embeddings, Cohere/Jina rerank and vLLM-style scoring on st_backend.",
+        lifespan=lifespan,
+    )
+    app.state.st = st
+    errors.install(app)
+    app.include_router(embed_routes.router)
+    app.include_router(score_routes.router)
+    _add_service_routes(app)
+    app.openapi = lambda: _openapi(app, config)
+    routers = (app, embed_routes.router, score_routes.router)
+    routes = {r.path for router in routers for r in router.routes if getattr(r, "path", None)}
+    app.add_middleware(
+        Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes, metrics=st.metrics, routes=routes
+    )
+    return app
+
+
+def _add_service_routes(app: FastAPI) -> None:
+    st: State = app.state.st
+    errors_doc = {code: {"model": ErrorResponse} for code in (401, 503)}
+
+    @app.get("/health", tags=["service"], responses={503: {"model": ErrorResponse}})
+    async def health() -> Response:
+        """200 once every model is loaded and warmed up; 503 before (or when loading failed)."""
+        if st.ready:
+            return Response(b'{"status":"ok"}', media_type="application/json")
+        why = f"loading failed: {st.failed}" if st.failed else "models are loading"
+        return error_response(503, f"Not ready: {why}.", None, "not_ready", {"Retry-After": "5"})
+
+    @app.get("/metrics", tags=["service"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text format (names like TEI's: st_request_count, st_batch_size, st_queue_size, ...)."""
+        for name, batcher in st.batchers.items():
+            st.metrics.queue_size.set(name, value=batcher.depth)
+        return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", tags=["service"], response_model=ModelList, responses=errors_doc)
+    async def models(request: Request) -> Response:
+        """The served models (OpenAI's list)."""
+        cards = [
+            {"id": s.name, "object": "model", "created": s.created, "owned_by": "st_backend", "kind": s.kind}
+            for s in state_of(request).bridge.served.values()
+        ]
+        return Response(orjson.dumps({"object": "list", "data": cards}), media_type="application/json")
+
+    @app.get("/info", tags=["service"], responses=errors_doc)
+    async def info(request: Request) -> Response:
+        """Models, engine settings (attention backend, token budget, dtype), limits and versions."""
+        current = state_of(request)
+        body = {
+            "models": await asyncio.to_thread(current.bridge.describe),
+            "limits": {
+                **current.config.limits(),
+                "max_batch_tokens": {n: b.max_batch_tokens for n, b in current.batchers.items()},
+            },
+            "auth": current.config.api_key is not None,
+            "versions": {
+                d: _version(d)
+                for d in ("st-backend", "sentence-transformers", "transformers", "torch", "fastapi", "uvicorn")
+            },
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _openapi(app: FastAPI, config: ServerConfig) -> dict:
+    """FastAPI's document, plus the bearer scheme on every route but the open ones when a key is set, and, once
+    the models are loaded, the served names as the values of every request's ``model``."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        st: State = app.state.st
+        names = [s.name for s in st.bridge.served.values()]
+        for schema in doc.get("components", {}).get("schemas", {}).values():
+            model = schema.get("properties", {}).get("model")
+            if names and model is not None and "anyOf" in model and schema.get("title", "").endswith("Request"):
+                model["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+        if config.api_key:
+            doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+            }
+            for path, ops in doc["paths"].items():
+                if path not in OPEN_PATHS:
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}]
+        if not st.ready:
+            return doc  # the model names come with the models
+        app.openapi_schema = doc
+    return app.openapi_schema

@@ -1,0 +1,318 @@
+"""The one module that touches st_backend's models and engine: loading, warm-up, token counts, and the merged
+calls the batchers make. Everything above it (routes, batcher) sees rows in and per-row outputs out.
+
+Text rows go through the public Python API (encode / encode_query / encode_document / predict), so prompts,
+roles, templates and template-aware truncation are the Python API's. Token-id rows (OpenAI's list-of-ints input)
+and single-text classification run the packed engine directly on exactly the given ids / texts, since the
+public API only takes texts (and CrossEncoder only pairs).
+
+Token counts (usage, limits, the batch budget) come from a private copy of the model's tokenizer, so text is
+tokenized twice (here and inside encode) until the engine takes tokenized items; for chat-template models they
+count the texts without the template's own tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import _compat
+from ..engine.embed import EmbedRequest
+from ..engine.heads import SEQUENCE_CLASSIFICATION
+from ..engine.tokenize import TextTokenizer, Tokenized
+
+logger = logging.getLogger("st_backend.server")
+
+EMBEDDING, CROSS_ENCODER, MULTI_VECTOR = "embedding", "cross-encoder", "multi-vector"
+ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
+
+
+@dataclass
+class Served:
+    """One loaded model and what the routes need to know about it."""
+
+    name: str
+    kind: str
+    path: str
+    model: object
+    counter: TextTokenizer  # a private tokenizer copy for counting and /tokenize (never the model's own)
+    vocab_size: int
+    dimension: int | None = None
+    labels: list[str] | None = None  # cross-encoders: config.id2label in label order
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def limit(self, role: str | None = None) -> int | None:
+        """Most tokens one input may have (ST truncates to this): the role's length, else max_seq_length."""
+        first = self.model[0] if len(self.model) else None
+        if isinstance(first, _compat.Transformer):
+            return _compat.text_max_length(first, role)
+        return getattr(self.model, "max_seq_length", None)
+
+    def engine(self, role: str | None = None):
+        if self.kind == CROSS_ENCODER:
+            return self.model.engine()
+        return self.model.engine_for(role)
+
+
+def _name(path: str, taken: set[str]) -> str:
+    """The served name: the embedded model's own name, else the folder's (made unique)."""
+    from ..default_model import DEFAULT_MODEL_NAME, resolve_model
+
+    if resolve_model(path) != path:  # "default" and the embedded model's other aliases
+        base = DEFAULT_MODEL_NAME
+    else:
+        base = os.path.basename(os.path.normpath(path)) or path
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+class Bridge:
+    """Loads the models (paths, or "default" for the embedded one) and runs merged calls."""
+
+    def __init__(
+        self,
+        embedding: str | None,
+        cross_encoder: str | None = None,
+        multi_vector: str | None = None,
+        *,
+        device: str | None = None,
+        matryoshka_dimensions: Sequence[int] | None = None,
+        attention: str = "auto",
+    ) -> None:
+        self.paths = {EMBEDDING: embedding, CROSS_ENCODER: cross_encoder, MULTI_VECTOR: multi_vector}
+        self.device = device
+        self.matryoshka_dimensions = matryoshka_dimensions
+        self.attention = attention
+        self.served: dict[str, Served] = {}
+
+    # -- loading ----------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every model given and run one call of each kind through it (so /health means ready)."""
+        from .. import CrossEncoder, EngineConfig, MultiVectorEncoder, SentenceTransformer
+        from ..default_model import resolve_model
+
+        engine = EngineConfig(attention=self.attention)
+        for kind, path in self.paths.items():
+            if path is None:
+                continue
+            resolved = resolve_model(path)
+            kwargs = {"device": self.device, "engine": engine}
+            if kind == EMBEDDING:
+                model = SentenceTransformer(resolved, matryoshka_dimensions=self.matryoshka_dimensions, **kwargs)
+            elif kind == CROSS_ENCODER:
+                model = CrossEncoder(resolved, **kwargs)
+            else:
+                model = MultiVectorEncoder(resolved, **kwargs)
+            served = self._describe(kind, path, model, set(self.served))
+            self.served[served.name] = served
+            self._warm(served)
+            logger.info("st_backend server: %s %s loaded from %s", kind, served.name, resolved)
+
+    def _describe(self, kind: str, path: str, model, taken: set[str]) -> Served:
+        hf = model[0].model
+        config = getattr(model, "config", None) or hf.config
+        vocab = int(hf.get_input_embeddings().num_embeddings)  # the ids the embedding matrix has rows for
+        served = Served(_name(path, taken), kind, path, model, TextTokenizer(model.tokenizer), vocab)
+        if kind == CROSS_ENCODER:
+            id2label = getattr(config, "id2label", None) or {}
+            served.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.num_labels)]
+        else:
+            served.dimension = model.get_embedding_dimension()
+        return served
+
+    def _warm(self, served: Served) -> None:
+        self.count(served, ["warm up"], None, None)  # builds the counting tokenizer's copy
+        for role in (None, "query", "document") if served.kind != CROSS_ENCODER else (None,):
+            served.engine(role)  # built here, not raced for by two threads later
+        if served.kind == CROSS_ENCODER:
+            self.run(served, ("pairs", None, None), [("warm up", "warm up")])
+        else:
+            op = "embed" if served.kind == EMBEDDING else "multi"
+            self.run(served, (op, None, None, None), ["warm up"])
+
+    # -- what routes check before queueing --------------------------------------------------------------------
+
+    def count(self, served: Served, rows: list, prompt: str | None, role: str | None) -> np.ndarray:
+        """Untruncated token count of each row (texts, or (a, b) pairs), the prompt in front as ST puts it. For a
+        chat-template model this counts the texts' own tokens, not the template's (see the module docstring)."""
+        if prompt:
+            rows = [(prompt + r[0], r[1]) if isinstance(r, tuple) else prompt + r for r in rows]
+        return served.counter(rows, None).lengths
+
+    def prompt_of(self, served: Served, prompt_name: str | None, prompt: str | None, role: str | None) -> str | None:
+        """The prompt text ST will use (for counting); ValueError naming the prompts when prompt_name is unknown."""
+        model = served.model
+        prompts = getattr(model, "prompts", {}) or {}
+        if prompt is not None:
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in prompts:
+                raise ValueError(f"prompt_name {prompt_name!r} is not one of this model's prompts {sorted(prompts)}")
+            return prompts[prompt_name]
+        for name in ROLE_PROMPTS.get(role, ()):  # encode_query / encode_document pick these, in this order
+            if name in prompts:
+                return prompts[name]
+        default = getattr(model, "default_prompt_name", None)
+        return prompts.get(default) if default else None
+
+    def check_dimensions(self, served: Served, dimensions: int | None) -> None:
+        """ValueError unless ``dimensions`` is a size the model serves (Matryoshka rules, st_backend.matryoshka)."""
+        full = served.dimension
+        if dimensions is None or dimensions == full:
+            return
+        if full is not None and dimensions > full:
+            raise ValueError(f"dimensions={dimensions} is larger than the model's {full}")
+        mat = served.model.matryoshka
+        if mat.any_prefix:
+            return
+        if mat.dimensions is None:
+            raise ValueError(
+                f"this model declares no Matryoshka dimensions, so only its full size {full} is served; start the "
+                "server with --matryoshka-dimensions to allow smaller ones"
+            )
+        if dimensions not in mat.dimensions:
+            raise ValueError(
+                f"dimensions={dimensions} is not a size this model was trained for; supported: {list(mat.dimensions)}"
+            )
+
+    def batch_budget(self, served: Served) -> int:
+        """Default tokens per merged call: the engine's packed-batch budget here, at most 16384 (TEI's)."""
+        engine = served.engine(None)
+        return 16384 if isinstance(engine, str) else min(16384, engine.token_budget(served.model.device))
+
+    def engine_reason(self, served: Served) -> str | None:
+        """Why token-id input cannot run on this model (it needs the packed engine), or None."""
+        engine = served.engine(None)
+        return engine if isinstance(engine, str) else None
+
+    def tokenize(self, served: Served, texts: list[str], add_special_tokens: bool) -> list[tuple[list[int], list]]:
+        tokens = served.counter(texts, None, add_special_tokens)
+        backend = served.counter._backend(None)
+        return [(ids.tolist(), [backend.id_to_token(int(i)) or "" for i in ids]) for ids in tokens.ids]
+
+    # -- merged calls (batcher worker threads) ----------------------------------------------------------------
+
+    def runner(self, served: Served):
+        return lambda key, rows: self.run(served, key, rows)
+
+    def run(self, served: Served, key: Hashable, rows: list):
+        """One merged call; key[0] picks the operation (see the route that builds it). One output per row."""
+        op = key[0]
+        model = served.model
+        if op in ("embed", "token_embed", "multi"):
+            _, role, prompt_name, prompt = key
+            fn = {None: model.encode, "query": model.encode_query, "document": model.encode_document}[role]
+            kwargs = {"prompt_name": prompt_name, "prompt": prompt}
+            if op == "embed":
+                return fn(rows, convert_to_tensor=True, **kwargs)
+            return fn(rows, output_value="token_embeddings", convert_to_numpy=False, **kwargs)
+        if op in ("embed_ids", "token_embed_ids"):
+            return self._embed_ids(served, rows, token_level=op == "token_embed_ids", role=key[1])
+        if op in ("pairs", "logits"):
+            _, prompt_name, prompt = key
+            kwargs = {"prompt_name": prompt_name, "prompt": prompt}
+            if op == "logits":
+                kwargs.update(activation_fn=torch.nn.Identity(), apply_softmax=False)
+            return model.predict([tuple(r) for r in rows], convert_to_tensor=True, **kwargs)
+        if op == "classify_texts":
+            return self._classify_texts(served, rows)
+        raise ValueError(f"unknown operation {op!r}")
+
+    @staticmethod
+    def _forward(engine, n: int, tokenize, device):
+        return engine.forward_all(n, tokenize, device, show_progress_bar=False, profile=None)
+
+    @torch.inference_mode()
+    def _embed_ids(self, served: Served, rows: list[list[int]], token_level: bool, role: str | None):
+        """Exactly these ids through the packed forward (no re-tokenizing): sentence or token embeddings."""
+        model = served.model
+        engine = model.engine_for(role)
+        if isinstance(engine, str):
+            raise RuntimeError(f"token-id input needs the packed engine; this model runs ST's own path ({engine})")
+        model.eval()
+        ids = [np.asarray(r, dtype=np.int64) for r in rows]
+        lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+
+        def tokenize(start: int, stop: int) -> Tokenized:
+            return Tokenized(ids[start:stop], None, lengths[start:stop])
+
+        out: list | torch.Tensor | None = [None] * len(ids) if token_level else None
+        plain = EmbedRequest(texts=[])  # no truncation, no normalisation: the routes do those per request
+        for batch, hidden in self._forward(engine, len(ids), tokenize, model.device):
+            if token_level:
+                for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
+                    out[i] = row
+                continue
+            emb = engine._sentence_embedding(hidden, batch, None, plain)
+            if out is None:
+                out = emb.new_empty((len(ids), *emb.shape[1:]))
+            out[batch.index] = emb
+        return out
+
+    @torch.inference_mode()
+    def _classify_texts(self, served: Served, texts: list[str]) -> torch.Tensor:
+        """Logits of single texts (ST's CrossEncoder.predict("text")): the packed engine on the plain tokenizer."""
+        model = served.model
+        engine = model.engine()
+        if isinstance(engine, str) or engine.template is not None or engine.plan.causal:
+            why = engine if isinstance(engine, str) else "a templated or causal reranker scores pairs only"
+            raise RuntimeError(f"single-text classification needs an encoder classifier on the engine ({why})")
+        model.eval()
+        max_length = _compat.text_max_length(engine.plan.transformer, None)
+        hf = engine.plan.hf_model
+        head = SEQUENCE_CLASSIFICATION[hf.config.model_type]
+        out = None
+        tokenize = lambda a, b: engine.tokenizer(texts[a:b], max_length)  # noqa: E731
+        for batch, hidden in self._forward(engine, len(texts), tokenize, model.device):
+            logits = head(hf, hidden, batch).float()
+            if out is None:
+                out = logits.new_empty((len(texts), *logits.shape[1:]))
+            out[batch.index] = logits
+        return out
+
+    # -- /info ------------------------------------------------------------------------------------------------
+
+    def describe(self) -> list[dict]:
+        out = []
+        for s in self.served.values():
+            engine = s.engine(None)
+            device = s.model.device
+            entry = {
+                "name": s.name,
+                "kind": s.kind,
+                "path": s.path,
+                "device": str(device),
+                "max_seq_length": s.limit(None),
+                "vocab_size": s.vocab_size,
+                "prompts": dict(getattr(s.model, "prompts", {}) or {}),
+            }
+            if s.kind == CROSS_ENCODER:
+                entry["labels"] = s.labels
+            else:
+                mat = s.model.matryoshka
+                entry.update(
+                    dimension=s.dimension,
+                    matryoshka_dimensions=list(mat.dimensions or ()) or None,
+                    matryoshka_any_prefix=mat.any_prefix,
+                )
+            if isinstance(engine, str):
+                entry["engine"] = {"path": "sentence-transformers", "reason": engine}
+            else:
+                runner = engine.runner(device)
+                entry["engine"] = {
+                    "path": "packed",
+                    "attention": getattr(runner.backend, "name", str(runner.backend)),
+                    "max_batch_tokens": engine.token_budget(device),
+                    "dtype": str(engine.runners.dtype).replace("torch.", ""),
+                }
+            out.append(entry)
+        return out

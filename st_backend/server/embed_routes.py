@@ -1,0 +1,182 @@
+"""POST /v1/embeddings (OpenAI), /pooling (vLLM: embed and token_embed) and /tokenize."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from functools import partial
+
+import numpy as np
+import orjson
+import torch
+import torch.nn.functional as F
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .bridge import CROSS_ENCODER, EMBEDDING, MULTI_VECTOR, Served
+from .dispatch import INLINE_ROWS, State, check_count, count_tokens, pick, role_of, run, state_of
+from .errors import ApiError
+from .schemas import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    PoolingRequest,
+    PoolingResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503)}
+router = APIRouter()
+
+
+def json_response(content: bytes) -> Response:
+    return Response(content, media_type="application/json")
+
+
+def rows_of(value, served: Served, param: str) -> tuple[list, bool]:
+    """(rows, token_ids?) from OpenAI's four input forms; 400 for empty or out-of-vocabulary token lists."""
+    if isinstance(value, str):
+        return [value], False
+    if not value or isinstance(value[0], str):
+        return list(value), False
+    rows = [value] if isinstance(value[0], int) else list(value)
+    for i, ids in enumerate(rows):
+        where = param if isinstance(value[0], int) else f"{param}[{i}]"
+        if not ids:
+            raise ApiError(400, f"{where} is an empty list of token ids; send at least one id.", where, "empty_input")
+        top = max(ids)
+        if top >= served.vocab_size:
+            raise ApiError(
+                400,
+                f"{where} holds token id {top}, outside the vocabulary (0..{served.vocab_size - 1}).",
+                where,
+                "invalid_token_id",
+            )
+    return rows, True
+
+
+def _encode_row(row: np.ndarray, fmt: str):
+    if fmt == "base64":
+        return base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode("ascii")
+    return np.ascontiguousarray(row, dtype=np.float32)
+
+
+def _finish(outputs, *, dims, normalize, fmt, model, tokens, obj, token_level) -> bytes:
+    """Per-request post-processing on the batcher thread: Matryoshka cut, normalisation, encoding, JSON."""
+    if token_level:
+        rows = [F.normalize(t.float(), p=2, dim=-1) if normalize else t for t in outputs]
+        arrays = [r.detach().float().cpu().numpy() for r in rows]
+    else:
+        emb = outputs if isinstance(outputs, torch.Tensor) else torch.stack(list(outputs))
+        if dims is not None:
+            emb = emb[:, :dims]  # ST's truncate_embeddings
+        if normalize:
+            emb = F.normalize(emb, p=2, dim=1)
+        arrays = list(emb.detach().float().cpu().numpy())
+    field = "embedding" if obj == "embedding" else "data"
+    data = [{"object": obj, "index": i, field: _encode_row(a, fmt)} for i, a in enumerate(arrays)]
+    body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def embed(request: Request, st: State, served: Served, body, route: str, task: str, obj: str) -> Response:
+    role = role_of(body.input_type, body.role)
+    rows, ids = rows_of(body.input, served, "input")
+    check_count(st, len(rows), "input")
+    token_level = task == "token_embed"
+    if token_level and body.dimensions is not None:
+        raise ApiError(400, "dimensions applies to task 'embed' only.", "dimensions", "invalid_value")
+    try:
+        st.bridge.check_dimensions(served, body.dimensions)
+    except ValueError as exc:
+        raise ApiError(400, f"{exc}.", "dimensions", "unsupported_dimensions") from exc
+    if ids:
+        if body.prompt is not None or body.prompt_name is not None:
+            raise ApiError(
+                400,
+                "prompt / prompt_name cannot apply to token-id input (the ids are used as given); "
+                "send texts, or put the prompt's ids in front.",
+                "prompt",
+                "invalid_value",
+            )
+        if served.kind == MULTI_VECTOR:
+            raise ApiError(400, "a multi-vector model takes texts, not token ids.", "input", "invalid_value")
+        reason = st.bridge.engine_reason(served)
+        if reason is not None:
+            raise ApiError(
+                400,
+                f"token-id input needs the packed engine; this model runs ST's own path ({reason}).",
+                "input",
+                "unsupported_input",
+            )
+        prompt = None
+    else:
+        try:
+            prompt = st.bridge.prompt_of(served, body.prompt_name, body.prompt, role)
+        except ValueError as exc:
+            raise ApiError(400, f"{exc}.", "prompt_name", "unknown_prompt") from exc
+    lengths = await count_tokens(st, served, rows, prompt, role, body.truncate, "input", route)
+    if ids:
+        rows = [r[: int(n)] for r, n in zip(rows, lengths)]  # truncate=true: the first max_seq_length ids
+        key = ("token_embed_ids" if token_level else "embed_ids", role)
+    elif served.kind == MULTI_VECTOR:
+        key = ("multi", role, body.prompt_name, body.prompt)
+    else:
+        key = ("token_embed" if token_level else "embed", role, body.prompt_name, body.prompt)
+    tokens = int(lengths.sum())
+    finish = partial(
+        _finish,
+        dims=body.dimensions,
+        normalize=bool(body.normalize),
+        fmt=body.encoding_format,
+        model=served.name,
+        tokens=tokens,
+        obj=obj,
+        token_level=token_level,
+    )
+    return json_response(await run(request, st, served, key, rows, tokens, finish))
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERRORS, tags=["embeddings"])
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    """OpenAI's embeddings: texts or token ids in, one vector each (float or base64), with token usage."""
+    st = state_of(request)
+    served = pick(st, body.model, (EMBEDDING,), "/v1/embeddings")
+    return await embed(request, st, served, body, "/v1/embeddings", "embed", "embedding")
+
+
+@router.post("/pooling", response_model=PoolingResponse, responses=ERRORS, tags=["embeddings"])
+async def pooling(body: PoolingRequest, request: Request) -> Response:
+    """vLLM's pooling: task embed (one vector per input) or token_embed (one per token; multi-vector models)."""
+    st = state_of(request)
+    kinds = (EMBEDDING, MULTI_VECTOR) if body.task == "token_embed" else (EMBEDDING,)
+    served = pick(st, body.model, kinds, f"/pooling task {body.task!r}")
+    return await embed(request, st, served, body, "/pooling", body.task, "pooling")
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS, tags=["tokens"])
+async def tokenize(body: TokenizeRequest, request: Request) -> Response:
+    """Token ids and strings of each text as the model's tokenizer gives them (no truncation)."""
+    st = state_of(request)
+    served = pick(st, body.model, (EMBEDDING, CROSS_ENCODER, MULTI_VECTOR), "/tokenize")
+    if body.input is not None and body.prompt is not None:
+        raise ApiError(400, "send input or prompt, not both.", "prompt", "invalid_value")
+    value = body.input if body.input is not None else body.prompt
+    if value is None:
+        raise ApiError(400, "input is required: a text or a list of texts.", "input", "missing_input")
+    texts = [value] if isinstance(value, str) else list(value)
+    check_count(st, len(texts), "input")
+    if len(texts) < INLINE_ROWS:
+        pieces = st.bridge.tokenize(served, texts, body.add_special_tokens)
+    else:
+        loop = asyncio.get_running_loop()
+        pieces = await loop.run_in_executor(st.tokenizers, st.bridge.tokenize, served, texts, body.add_special_tokens)
+    data = [{"index": i, "ids": ids, "tokens": toks, "count": len(ids)} for i, (ids, toks) in enumerate(pieces)]
+    out = {
+        "model": served.name,
+        "data": data,
+        "count": sum(d["count"] for d in data),
+        "max_model_len": served.limit(None) or 0,
+    }
+    return json_response(orjson.dumps(out))
