@@ -27,7 +27,7 @@ def main() -> None:
         model = st_backend.SentenceTransformer(str(build_st_dir(arch, root)), device=str(device)).to(dtype)
         engine = model.engine_for(None)
         runner = engine.runner(device)
-        tokens = engine.tokenize(["hello world this is a test", "another one", "x"], None, None)
+        tokens = engine.tokenize(["hello world this is a test", "another one", "x"])
         batch = pack(tokens.ids, tokens.type_ids, np.arange(3)).to(device)
         with _compat.attention_implementation(runner.model, runner.attn_name):
             explained = torch._dynamo.explain(runner.model)(**runner.inputs(batch))

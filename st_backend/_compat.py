@@ -1,13 +1,9 @@
-"""The one file that touches private names of sentence-transformers and transformers.
+"""The one file that touches private names of sentence-transformers (engine/hf.py holds transformers' own).
 
 When upstream renames something, this file breaks, and tests/test_compat.py says which name.
 """
 
 from __future__ import annotations
-
-import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from sentence_transformers.base.modules.dense import Dense
@@ -28,52 +24,11 @@ __all__ = [
     "Pooling",
     "Router",
     "Transformer",
-    "attention_implementation",
-    "packed_view",
-    "remote_code_reason",
     "prompt_length",
     "route_modules",
     "text_max_length",
     "truncate_embeddings",
 ]
-
-
-@contextmanager
-def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
-    """Run ``model`` with ``config._attn_implementation = name`` (read by every attention layer at call time)."""
-    config = model.config
-    previous = config._attn_implementation
-    config._attn_implementation = name  # the setter recurses into sub-configs
-    try:
-        yield
-    finally:
-        config._attn_implementation = previous
-
-
-def packed_view(model: torch.nn.Module, attn_name: str) -> torch.nn.Module:
-    """A copy of ``model``'s module tree that shares every parameter and buffer (no extra memory) and whose config
-    names ``attn_name``. The packed engine runs this view, so the user's model keeps its own attention
-    implementation: ST's own path on it, from any thread at the same time, never sees the packed kernel."""
-    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    view = copy.deepcopy(model, memo)
-    view.config._attn_implementation = attn_name  # the setter recurses into sub-configs
-    return view
-
-
-def remote_code_reason(model: torch.nn.Module) -> str | None:
-    """Why ``model`` is not transformers' own class for its config's model_type (remote code reusing a stock
-    model_type, as Jina's models do: their forward may ignore cu_seq_lens), or None when it is."""
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-
-    model_type = getattr(model.config, "model_type", None)
-    expected = f"transformers.models.{model_type_to_module_name(model_type)}."
-    module = type(model).__module__
-    if module.startswith(expected):
-        return None
-    return (
-        f"{type(model).__name__} comes from {module}, not transformers' {model_type!r} classes "
-        "(remote code: its forward may not take packed sequences)"
-    )
 
 
 def route_modules(router: Router, task: str | None) -> list[torch.nn.Module]:

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _compat
+import st_backend._compat as _compat
+
 from .engine.architectures import spec_for
-from .engine.base import PackedEngine
 from .engine.config import EngineConfig
-from .engine.plan import TransformerPlan, why_not_transformer
+from .engine.engine import Engine
+from .engine.plan import Call, Plan
+from .models.plans import why_not_transformer
 
 HEADS = {
     "colbert_linear.pt": "the ColBERT head (hidden -> ColBERT dim) behind return_colbert_vecs and the 'colbert' score",
@@ -117,11 +119,45 @@ class BGEM3Encoder:
             module.to(self.device).eval()
             if dtype is not None:
                 module.to(dtype)
-        plan = TransformerPlan(self.transformer, spec_for(self.transformer.model.config))
-        self.engine = PackedEngine(plan, config)
         tokenizer = self.transformer.tokenizer
         special = (tokenizer.cls_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id)
         self._unused = torch.tensor([i for i in special if i is not None], dtype=torch.int64)
+        plan = Plan(
+            model=self.transformer.model,
+            tokenizer=tokenizer,
+            arch=spec_for(self.transformer.model.config),
+            head=self._head,
+            max_length=lambda call: call.options["max_length"],
+            description={"task": "bge-m3"},
+        )
+        self.engine = Engine(plan, config)
+
+    def _head(self, hidden: torch.Tensor, batch, call: Call) -> dict:
+        """FlagEmbedding's three outputs of one packed batch, in the batch's order."""
+        asked, out = call.options, {}
+        starts = batch.cu_seqlens[:-1].long()
+        if asked["dense"]:
+            cls = hidden[starts]
+            out["dense"] = F.normalize(cls, dim=-1) if self.normalize_embeddings else cls
+        lengths = batch.host_lengths.tolist()
+        if asked["sparse"]:
+            weights = torch.relu(self.sparse_linear(hidden)).squeeze(-1)
+            keep = (weights > 0) & ~torch.isin(batch.input_ids, self._unused.to(hidden.device))
+            out["sparse"] = [
+                _lexical_weights(ids[k].numpy(), w[k].numpy())
+                for ids, w, k in zip(
+                    torch.split(batch.input_ids.cpu(), lengths),
+                    torch.split(_host(weights), lengths),
+                    torch.split(keep.cpu(), lengths),
+                )
+            ]
+        if asked["colbert"]:
+            not_first = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+            not_first[starts] = False
+            vecs = self.colbert_linear(hidden[not_first])
+            vecs = F.normalize(vecs, dim=-1) if self.normalize_embeddings else vecs
+            out["colbert"] = [rows.numpy() for rows in torch.split(_host(vecs), [m - 1 for m in lengths])]
+        return out
 
     def half(self) -> BGEM3Encoder:
         for module in (self.transformer, self.colbert_linear, self.sparse_linear):
@@ -190,38 +226,15 @@ class BGEM3Encoder:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"sentences[{i}] is {type(text).__name__}; BGE-M3 encodes strings")
-        n = len(texts)
-        dense: torch.Tensor | None = None
-        sparse: list = [None] * n
-        colbert: list = [None] * n
-        unused = self._unused.to(self.device)
-        for batch, hidden in self.engine.forward_all(
-            n, lambda a, b: self.engine.tokenizer(texts[a:b], max_length), self.device, False, None
-        ):
-            starts = batch.cu_seqlens[:-1].long()
-            if return_dense:
-                cls = hidden[starts]
-                cls = F.normalize(cls, dim=-1) if self.normalize_embeddings else cls
-                dense = cls.new_empty((n, cls.shape[1])) if dense is None else dense
-                dense[batch.index] = cls
-            lengths = batch.host_lengths.tolist()
-            if return_sparse:
-                weights = torch.relu(self.sparse_linear(hidden)).squeeze(-1)
-                keep = (weights > 0) & ~torch.isin(batch.input_ids, unused)
-                for i, ids, w, k in zip(
-                    batch.indices,
-                    torch.split(batch.input_ids.cpu(), lengths),
-                    torch.split(_host(weights), lengths),
-                    torch.split(keep.cpu(), lengths),
-                ):
-                    sparse[i] = _lexical_weights(ids[k].numpy(), w[k].numpy())
-            if return_colbert_vecs:
-                not_first = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
-                not_first[starts] = False
-                vecs = self.colbert_linear(hidden[not_first])
-                vecs = F.normalize(vecs, dim=-1) if self.normalize_embeddings else vecs
-                for i, rows in zip(batch.indices, torch.split(_host(vecs), [m - 1 for m in lengths])):
-                    colbert[i] = rows.numpy()
+        asked = {"dense": return_dense, "sparse": return_sparse, "colbert": return_colbert_vecs}
+        kinds = {"dense": "rows", "sparse": "items", "colbert": "items"}
+        options = {"max_length": max_length, **asked}
+        outputs = {name: kind for name, kind in kinds.items() if asked[name]}
+        if texts and outputs:
+            got = self.engine.run(Call(texts, outputs=outputs, options=options), self.device).outputs
+        else:
+            got = {}
+        dense, sparse, colbert = got.get("dense"), got.get("sparse", []), got.get("colbert", [])
         out = {
             "dense_vecs": _host(dense).numpy() if return_dense and dense is not None else None,
             "lexical_weights": sparse if return_sparse else None,

@@ -9,64 +9,16 @@ float32, as ST's ``maxsim`` does. Memory is the documents, the queries and one b
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import _compat
+import st_backend._compat as _compat
+
+from .engine.outputs import PackedEmbeddings
 
 #: Default bound on one similarity block (query tokens x document tokens): 2**24 elements is 64 MiB in fp32.
 MAX_ELEMENTS = 2**24
-
-
-@dataclass
-class PackedEmbeddings:
-    """Variable-length token embeddings without padding: row i is ``values[offsets[i]:offsets[i + 1]]``.
-
-    values: (total_tokens, dim); offsets: (n + 1,) int64 on the CPU (lengths are read on the host).
-    """
-
-    values: torch.Tensor
-    offsets: torch.Tensor
-
-    @classmethod
-    def from_list(cls, rows: Sequence[torch.Tensor | np.ndarray]) -> PackedEmbeddings:
-        if isinstance(rows, PackedEmbeddings):
-            return rows
-        rows = [torch.as_tensor(r) for r in rows]
-        for i, r in enumerate(rows):
-            if r.ndim != 2:
-                raise ValueError(f"embeddings[{i}] has shape {tuple(r.shape)}; expected (num_tokens, dim)")
-        if not rows:
-            return cls(torch.zeros(0, 0), torch.zeros(1, dtype=torch.int64))
-        dims = {r.shape[1] for r in rows}
-        if len(dims) > 1:
-            raise ValueError(f"embeddings have different dimensions {sorted(dims)}")
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-        offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
-        torch.cumsum(lengths, 0, out=offsets[1:])
-        return cls(torch.cat(rows), offsets)
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.offsets[1:] - self.offsets[:-1]
-
-    @property
-    def dim(self) -> int:
-        return int(self.values.shape[-1])
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.values[int(self.offsets[i]) : int(self.offsets[i + 1])]
-
-    def to_list(self) -> list[torch.Tensor]:
-        return list(torch.split(self.values, self.lengths.tolist()))
-
-    def to(self, device) -> PackedEmbeddings:
-        return PackedEmbeddings(self.values.to(device), self.offsets)
 
 
 def _chunks(offsets: torch.Tensor, width: int, max_elements: int) -> Iterator[tuple[int, int]]:

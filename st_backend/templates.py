@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from . import _compat
+import st_backend._compat as _compat
+
 from .engine.chat import ChatFunctions, Conversation, say_once
 
 _GENERATIVE_MARKS = ("add_generation_prompt", "assistant")

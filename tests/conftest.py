@@ -25,7 +25,7 @@ def default_model_path() -> str:
 def feeding_thread():
     """Mark the test's thread as a pipeline feeding thread: its tokenizer calls may go to the worker processes
     (engine/tokenize.py FEEDING), as the GPU pipeline's threads' do."""
-    from st_backend.engine.tokenize import FEEDING
+    from st_backend.engine.tokenizer import FEEDING
 
     FEEDING.active = True
     yield

@@ -13,7 +13,7 @@ from sentence_transformers.cross_encoder.modules.logit_score import LogitScore
 from tiny_models import ARCHS, DECODER_ARCHS, build_hf_dir
 
 import st_backend
-from st_backend.engine.score import ScoreEngine
+from st_backend.engine.engine import Engine, results
 
 PAIRS = [
     ("what is a cat", "a cat is a small animal"),
@@ -58,7 +58,7 @@ def assert_close(got, want):
 def load_pair(path, **kwargs):
     plain = sentence_transformers.CrossEncoder(str(path), device="cpu", **kwargs)
     fast = st_backend.CrossEncoder(str(path), device="cpu", **kwargs)
-    assert isinstance(fast.engine(), ScoreEngine), fast.engine()
+    assert isinstance(fast.engine(), Engine), fast.engine()
     return plain, fast
 
 
@@ -91,7 +91,7 @@ def causal_pair(tiny_root, arch, template):
     modules = [transformer, LogitScore(true_id, false_id)]
     plain = sentence_transformers.CrossEncoder(modules=modules, device="cpu")
     fast = st_backend.CrossEncoder(modules=modules, device="cpu")
-    assert isinstance(fast.engine(), ScoreEngine) and fast.engine().plan.causal
+    assert isinstance(fast.engine(), Engine) and fast.engine().plan.description["causal"]
     return plain, fast
 
 
@@ -101,6 +101,7 @@ def test_causal_lm_yes_no_reranker_with_template(tiny_root, arch, template):
     plain, fast = causal_pair(tiny_root, arch, template)
     pairs = [p for p in PAIRS if len(p[0]) < 100 and len(p[1]) < 100]  # all fit: no truncation on either side
     prompt = {"prompt": "Find the passage that answers the question."}
+    calls = []
     for call in ({}, prompt, {"batch_size": 1}):
         if call is prompt and template == NEMOTRON_TEMPLATE:
             # messages[0] / messages[1] read the prompt's system message and the query: the document never
@@ -108,16 +109,18 @@ def test_causal_lm_yes_no_reranker_with_template(tiny_root, arch, template):
             with pytest.raises(ValueError, match="(?s)renders without the document.*selectattr"):
                 fast.predict(pairs, **call)
             continue
-        assert_close(fast.predict(pairs, **call), plain.predict(pairs, **call))
+        with results() as done:
+            assert_close(fast.predict(pairs, **call), plain.predict(pairs, **call))
+        calls += done
     docs = [d for _, d in pairs]
     assert_close(fast.rank("what is a cat", docs), plain.rank("what is a cat", docs))
-    assert fast.engine().truncated == 0
+    assert calls and sum(c.truncated for c in calls) == 0
 
 
 def test_lm_head_runs_only_at_last_tokens(tiny_root, monkeypatch):
     _, fast = causal_pair(tiny_root, "qwen3", NEMOTRON_TEMPLATE)
     rows = []
-    head = fast.engine().plan.hf_model.lm_head
+    head = fast[0].auto_model.lm_head
     monkeypatch.setattr(head, "forward", lambda x, f=head.forward: rows.append(x.shape[0]) or f(x))
     fast.predict(PAIRS[:3], batch_size=8)
     assert rows == [3]

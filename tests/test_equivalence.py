@@ -19,7 +19,7 @@ from sentence_transformers.util.quantization import quantize_embeddings
 from tiny_models import ARCHS, DECODER_ARCHS, build_hf_dir
 
 import st_backend
-from st_backend.engine.embed import EmbedEngine
+from st_backend.engine.engine import Engine
 
 POOLINGS = ["cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", ("cls", "mean", "max")]
 PROMPTS = {"query": "query: ", "long": "represent this passage for retrieval of related ones: "}
@@ -99,7 +99,7 @@ STRUCTURES = list(itertools.product(ARCHS, POOLINGS, [True, False], [False, True
 )
 def test_encode_matches_plain_st(backbones, caplog, arch, pooling, include_prompt, dense, normalize):
     plain, fast = _pair(backbones[arch], pooling, include_prompt, dense, normalize)
-    assert isinstance(fast.engine_for(None), EmbedEngine), fast.engine_for(None)
+    assert isinstance(fast.engine_for(None), Engine), fast.engine_for(None)
     for call in CALLS:
         texts = _texts_for(plain, arch, pooling, include_prompt, call)
         want = plain.encode(texts, **call)

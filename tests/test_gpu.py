@@ -146,7 +146,7 @@ def test_causal_reranker_sharing_its_template_head_fp16_equals_plain_st_fp16(tin
     got = fast.predict(pairs, activation_fn=torch.nn.Identity())
     runner = fast.engine().runner(fast.device)
     REPORT[f"shared_prefix/{arch}"] = {"backend": runner.backend.name, "shares": runner.shares_prefixes}
-    assert fast.engine().shared_prefix(None, fast.device) is not None, "the template head was not shared"
+    assert fast.engine().shared_prefix(None, 2, fast.device) is not None, "the template head was not shared"
     np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)
 
 

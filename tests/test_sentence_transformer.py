@@ -15,7 +15,7 @@ from tiny_models import ARCHS, build_hf_dir, build_st_dir
 
 import st_backend
 from st_backend import EngineConfig
-from st_backend.engine.embed import EmbedEngine
+from st_backend.engine.engine import Engine
 
 TEXTS = ["", "a", "The cat sat on the mat.", "word " * 100, "Ünïcödé 🙂", "two words", "x " * 30]
 PROMPTS = {"query": "query: ", "document": "passage: "}
@@ -31,7 +31,7 @@ def load_pair(path, **kwargs):
 def test_loaded_from_disk_query_document_similarity(tiny_root, arch):
     path = build_st_dir(arch, tiny_root, prompts=PROMPTS, default_prompt_name="document", include_prompt=False)
     plain, fast = load_pair(path)
-    assert isinstance(fast.engine_for(None), EmbedEngine)
+    assert isinstance(fast.engine_for(None), Engine)
     for method in ("encode", "encode_query", "encode_document"):
         want = getattr(plain, method)(TEXTS)
         got = getattr(fast, method)(TEXTS)
@@ -63,8 +63,8 @@ def test_router_routes_query_and_document(tiny_root):
     fast = st_backend.SentenceTransformer(modules=modules, device="cpu")
     assert_same_output(fast.encode_query(TEXTS), plain.encode_query(TEXTS), "query")
     assert_same_output(fast.encode_document(TEXTS), plain.encode_document(TEXTS), "document")
-    assert fast.engine_for("query").plan.pooling_modes == ("cls",)
-    assert fast.engine_for("document").plan.pooling_modes == ("mean",)
+    assert fast.engine_for("query").plan.description["pooling"] == ("cls",)
+    assert fast.engine_for("document").plan.description["pooling"] == ("mean",)
 
 
 def test_unknown_module_runs_st_path_with_one_warning(tiny_root, caplog):

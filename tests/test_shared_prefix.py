@@ -14,6 +14,7 @@ import st_backend
 from st_backend.engine import prefix as prefix_module
 from st_backend.engine.attention import PackedAttention, make_backend
 from st_backend.engine.config import EngineConfig
+from st_backend.engine.engine import results
 from st_backend.engine.packing import pack
 from st_backend.engine.prefix import MIN_PREFIX_TOKENS as MIN_TOKENS
 
@@ -62,8 +63,10 @@ def test_sharing_on_and_off_agree_with_truncation(tiny_root, arch):
     pairs = [*PAIRS, ("q", "word " * 600), ("a query", "x")]  # one document far past max_length
     shared, unshared = fast.predict(pairs), off.predict(pairs)
     np.testing.assert_allclose(shared, unshared, atol=1e-5)
-    assert off.engine().shared_prefix(None, torch.device("cpu")) is None
-    assert fast.engine().truncated >= 1
+    assert off.engine().shared_prefix(None, 2, torch.device("cpu")) is None
+    with results() as calls:
+        fast.predict(pairs)
+    assert sum(c.truncated for c in calls) >= 1
 
 
 def test_encoders_and_classifier_heads_share_nothing(tiny_root):
@@ -71,11 +74,11 @@ def test_encoders_and_classifier_heads_share_nothing(tiny_root):
     from tiny_models import build_hf_dir
 
     _, fast = load_pair(build_hf_dir("bert", tiny_root, "seq-cls"))
-    assert fast.engine().shared_prefix(None, torch.device("cpu")) is None
+    assert fast.engine().shared_prefix(None, 2, torch.device("cpu")) is None
     # A decoder classifier reads the last non-pad token, which could lie in the head: it never shares.
     fast = st_backend.CrossEncoder(str(build_hf_dir("qwen3", tiny_root, "seq-cls")), chat_template=QWEN_TEMPLATE)
     assert fast.engine().template is not None
-    assert fast.engine().shared_prefix(None, torch.device("cpu")) is None
+    assert fast.engine().shared_prefix(None, 2, torch.device("cpu")) is None
 
 
 def test_weights_changed_between_calls_are_used(tiny_root):

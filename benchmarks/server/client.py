@@ -7,6 +7,7 @@ cost as little per request as it can (one write, one header parse, one read of C
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import random
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-dev.csv"
+STS = Path(os.environ.get("ST_BACKEND_DATA") or REPO.parent / "shared" / "data") / "stsbenchmark" / "sts-dev.csv"
 
 
 def cpu_name() -> str:

@@ -43,13 +43,15 @@ def model_path() -> str:
     return default_model_path()
 
 
-def launch(target: str, port: int, infinity: str) -> tuple[subprocess.Popen, str, str]:
+def launch(target: str, port: int, args) -> tuple[subprocess.Popen, str, str]:
     """(process, embeddings path, health path) for one target, listening on 127.0.0.1:port."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
     if target == "infinity":
         env.update(DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0", HF_HUB_OFFLINE="1")
+        if args.infinity_pythonpath:  # its own site-packages (it pins sentence-transformers < 4, transformers 4.x)
+            env["PYTHONPATH"] = args.infinity_pythonpath
         cmd = [
-            infinity,
+            *args.infinity.split(),
             "v2",
             "--model-id",
             model_path(),
@@ -58,9 +60,9 @@ def launch(target: str, port: int, infinity: str) -> tuple[subprocess.Popen, str
             "--engine",
             "torch",
             "--device",
-            "cpu",
+            args.device,
             "--dtype",
-            "float32",
+            args.dtype,
             "--host",
             "127.0.0.1",
             "--port",
@@ -85,6 +87,7 @@ def launch(target: str, port: int, infinity: str) -> tuple[subprocess.Popen, str
         "--queue-capacity",
         "4096",
     ]
+    cmd += ["--device", args.device]
     if target == "st_backend-no-batching":
         cmd.append("--no-batching")
     return subprocess.Popen(cmd, cwd=REPO, env=env), "/v1/embeddings", "/health"
@@ -122,10 +125,10 @@ class InProcess:
     """st_backend's encode in this process (OMP_NUM_THREADS=1), timed on a point's own texts just before the
     point runs, so a machine whose load drifts compares like with like."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         from st_backend import SentenceTransformer
 
-        self.model = SentenceTransformer(model_path(), device="cpu")
+        self.model = SentenceTransformer(model_path(), device=device)
         self.model.encode(["warm up"] * 64)
 
     def rows_per_s(self, batches: list[list[str]], rows: int) -> float:
@@ -138,12 +141,12 @@ class InProcess:
 def serve_target(target: str, args, texts: list[str], local: InProcess) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc, path, health = launch(target, port, args.infinity)
+    proc, path, health = launch(target, port, args)
     started = time.perf_counter()
     try:
         asyncio.run(wait_healthy(url, 600, health))
         load_s = time.perf_counter() - started
-        point(url, path, requests_for(texts, 8, 64), 8, 30)  # warm-up, not reported
+        point(url, path, requests_for(texts, 8, 64), 8, args.seconds)  # warm-up, not reported
         rows = {}
         for size in args.sizes:
             for clients in args.concurrency:
@@ -168,7 +171,10 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--texts", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--infinity", default=INFINITY)
+    p.add_argument("--infinity", default=INFINITY, help="the infinity_emb command (a path, or 'python3 -m ...')")
+    p.add_argument("--infinity-pythonpath", default=None, help="PYTHONPATH for infinity's own packages")
+    p.add_argument("--device", default="cpu", help="where every server and the in-process encode run")
+    p.add_argument("--dtype", default="float32", help="infinity's --dtype (st_backend runs the model as saved)")
     p.add_argument("--inprocess-rows", type=int, default=512, help="rows of in-process encode timed per point")
     p.add_argument("--json")
     p.add_argument("--table", metavar="JSON", help="print the markdown table of an earlier --json report and exit")
@@ -178,11 +184,11 @@ def main() -> int:
             print(table(json.load(f)))
         return 0
     targets = [t for t in args.targets.split(",") if t]
-    if "infinity" in targets and not shutil.which(args.infinity):
+    if "infinity" in targets and not shutil.which(args.infinity.split()[0]):
         print(f"infinity not found at {args.infinity}: skipped", file=sys.stderr)
         targets.remove("infinity")
     texts = sentences(args.texts, args.seed)
-    local = InProcess()
+    local = InProcess(args.device)
     rounds = []
     for r in range(args.repeats):
         order = targets[r % len(targets) :] + targets[: r % len(targets)]

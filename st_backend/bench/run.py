@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..engine.engine import results
 from .corpora import load_corpus
 from .models import SIZES, build_random_model, template_for
 from .tasks import TASKS
@@ -133,12 +134,16 @@ def run_bench(args) -> dict:
     calls["st_backend default call"] = lambda: task.default_call(default, inputs)
     calls["st_backend tuned"] = lambda: task.tuned_call(fast, inputs, args.batch_size)
     sides = {name: Side(name) for name in calls}
+    profile = None
     first = {}
     for name, fn in calls.items():  # warm-up (and compile): the first call's seconds are reported too
         first[name] = timed(fn, device)[1]
     for _ in range(args.repeats):
         for name, fn in calls.items():
-            out, sec, peak = timed(fn, device)
+            with results() as done:
+                out, sec, peak = timed(fn, device)
+            if name == "st_backend tuned" and done:
+                profile = done[-1].profile
             sides[name].seconds.append(sec)
             sides[name].peak_memory_mb = peak
             sides[name].output = out
@@ -154,12 +159,12 @@ def run_bench(args) -> dict:
     ):
         name, value = task.compare(sides[ref].output, sides[got].output)
         fidelity[label] = {"metric": name, "value": value}
-    tuned_engine = task_engine(fast, args.task)
     report.update(
         {
             "tokens": n_tokens,
-            "attention_backend": attention_backend(fast, args.task),
-            "rewrites": rewrite_counts(fast, args.task),
+            "engine": describe(fast, args.task),
+            "attention_backend": describe(fast, args.task).get("attention_backend", "ST's own path"),
+            "rewrites": describe(fast, args.task).get("rewrites", {}),
             "tokenizer_processes": fast.engine_config.processes(device),
             "padding_tokens_avoided": padded_tokens(lengths, 32) - n_tokens,
             "rows": {
@@ -181,7 +186,7 @@ def run_bench(args) -> dict:
                 "threshold": threshold,
                 "ok": all(f["value"] >= threshold for f in fidelity.values()),
             },
-            "profile_of_last_st_backend_run": None if isinstance(tuned_engine, str) else tuned_engine.last_profile,
+            "profile_of_last_st_backend_run": profile,
         }
     )
     return report
@@ -211,16 +216,7 @@ def task_engine(fast, task: str):
     return fast.engine() if task == "rerank" else fast.engine_for("document" if task == "colbert" else None)
 
 
-def attention_backend(fast, task: str) -> str:
+def describe(fast, task: str) -> dict:
+    """The engine's own description of what it runs (attention backend, rewrites, budget, ...)."""
     engine = task_engine(fast, task)
-    return engine if isinstance(engine, str) else engine.runner(fast.device).backend.name
-
-
-def rewrite_counts(fast, task: str) -> dict[str, int]:
-    """Sites each graph rewrite replaced while compiling in this process (a graph taken from Inductor's cache is
-    not rewritten again, and counts 0)."""
-    engine = task_engine(fast, task)
-    if isinstance(engine, str):
-        return {}
-    rewrite_pass = engine.runner(fast.device).rewrite_pass
-    return dict(rewrite_pass.counts) if rewrite_pass is not None else {}
+    return {"st_path": engine} if isinstance(engine, str) else engine.describe(fast.device)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..engine.plan import Call
+
 
 def _tensor(out) -> torch.Tensor:
     """Any call's output (array, tensor, list of either) as one float32 CPU tensor of rows."""
@@ -53,7 +55,7 @@ TASKS: dict[str, Task] = {
         default_call=lambda model, inputs: model.encode(inputs),
         tuned_call=lambda model, inputs, bs: model.encode(inputs, batch_size=bs, convert_to_tensor=True),
         compare=min_cosine,
-        tokens=lambda model, inputs: model.engine_for(None).tokenize(inputs, None, None).lengths,
+        tokens=lambda model, inputs: model.engine_for(None).tokenize(inputs).lengths,
     ),
     "rerank": Task(
         unit="pairs",
@@ -64,7 +66,7 @@ TASKS: dict[str, Task] = {
             inputs, batch_size=bs, activation_fn=torch.nn.Identity(), convert_to_tensor=True
         ),
         compare=pearson,
-        tokens=lambda model, inputs: model.engine().tokenize(inputs, None).lengths,
+        tokens=lambda model, inputs: [len(ids) for ids in model.token_ids(inputs)],
     ),
     "colbert": Task(
         unit="texts",
@@ -74,7 +76,7 @@ TASKS: dict[str, Task] = {
         tuned_call=lambda model, inputs, bs: torch.cat(model.encode_document(inputs, batch_size=bs)),
         compare=min_cosine,
         tokens=lambda model, inputs: (
-            model.engine_for("document").tokenize(inputs, model.prompts.get("document"), "document").lengths
+            model.engine_for("document").tokenize(inputs, Call(inputs, model.prompts.get("document"))).lengths
         ),
     ),
 }

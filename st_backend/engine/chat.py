@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .prefix import PROBE_TEXTS, shared_head
-from .tokenize import TextTokenizer, Tokenized
+from .tokenizer import TextTokenizer, Tokenized
 
 logger = logging.getLogger("st_backend")
 

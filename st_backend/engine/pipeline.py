@@ -19,9 +19,9 @@ from itertools import islice
 import numpy as np
 
 from .packing import PackedBatch, pack
-from .profile import device_work, host
 from .scheduler import plan_batches
-from .tokenize import FEEDING, Tokenized
+from .timing import device_work, host
+from .tokenizer import FEEDING, Tokenized
 
 _DONE = object()
 AHEAD = 3  # chunks submitted for tokenization ahead of the one being packed

@@ -7,7 +7,7 @@ import threading
 
 import torch
 
-from .. import _compat
+from . import hf
 from .architectures import ArchSpec
 from .attention import AttentionBackend, choose, register
 from .packing import PackedBatch
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 class PackedRunner:
     """Calls ``model`` (a transformers base model) on a PackedBatch through a registered attention backend.
 
-    It runs a view of the model (``_compat.packed_view``: same parameters and buffers, its own config naming the
+    It runs a view of the model (``hf.packed_view``: same parameters and buffers, its own config naming the
     backend), never the model itself, so calls from many threads, and ST's own path on the model, never see each
     other's attention implementation.
     """
@@ -40,7 +40,7 @@ class PackedRunner:
         # prefix masks the probe checked here.
         self.shares_prefixes = arch.causal and backend.shared_prefix and shared_prefix
         self.attn_name = register(backend)
-        self.model = _compat.packed_view(model, self.attn_name)
+        self.model = hf.packed_view(model, self.attn_name)
         self.state = ModelState(model)
         self.position_offset = arch.position_offset(model.config)
         self.prefixes = PrefixCache(self.model, self.position_offset)

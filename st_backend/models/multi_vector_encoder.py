@@ -19,11 +19,14 @@ import torch.nn.functional as F
 
 from .. import _compat
 from ..engine.config import EngineConfig
-from ..engine.multivector import MultiVectorEngine, MultiVectorRequest, build_multivector_plan
+from ..engine.engine import Engine
+from ..engine.plan import Call
 from ..late_interaction import MAX_ELEMENTS, PackedEmbeddings, maxsim, rank_scores
-from ..matryoshka import Matryoshka
-from ._fallback import call_reason, warn_fallback
+from ._fallback import call_reason
 from ._inputs import text_items
+from .base import PackedModel, split_arguments
+from .heads import MultiVectorOptions
+from .plans import multi_vector_plan
 from .pool import PoolMixin
 
 logger = logging.getLogger("st_backend")
@@ -42,7 +45,7 @@ def _as_rows(embeddings) -> list | PackedEmbeddings | None:
     return None
 
 
-class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
+class MultiVectorEncoder(PackedModel, PoolMixin, sentence_transformers.MultiVectorEncoder):
     """Drop-in ``sentence_transformers.MultiVectorEncoder``.
 
     engine: EngineConfig for the packed engine. truncate_dim: keep the first dimensions of every token vector
@@ -60,42 +63,16 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         is_matryoshka: bool | None = None,
         **kwargs: Any,
     ) -> None:
-        self._st_config: dict = {}
         super().__init__(*args, **kwargs)
         hf_config = getattr(getattr(self[0], "model", None), "config", None) if len(self) else None
-        self.matryoshka = Matryoshka.resolve(
-            matryoshka_dimensions, matryoshka_strict, self._st_config, hf_config, is_matryoshka=is_matryoshka
-        )
+        self._init_matryoshka(matryoshka_dimensions, matryoshka_strict, is_matryoshka, hf_config)
         self.truncate_dim = truncate_dim
         self.matryoshka.check(truncate_dim, self.get_embedding_dimension(), self)
-        self.engine_config = engine if engine is not None else EngineConfig()
-        self.engine_config.cast(self)
-        self.engine_config.check_attention(self)
-        self._st_engines: dict[str | None, MultiVectorEngine | str] = {}
+        self._init_packed(engine)
 
-    def _parse_model_config(self, model_config: dict[str, Any]) -> None:
-        self._st_config = dict(model_config)
-        super()._parse_model_config(model_config)
-
-    def _get_model_config(self) -> dict[str, Any]:
-        config = super()._get_model_config()
-        if getattr(self, "matryoshka", None) is not None and self.matryoshka.dimensions:
-            config["matryoshka_dimensions"] = list(self.matryoshka.dimensions)
-        elif getattr(self, "matryoshka", None) is not None and self.matryoshka.any_prefix:
-            config["is_matryoshka"] = True
-        return config
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_st_engines"] = {}
-        return state
-
-    def engine_for(self, task: str | None = None) -> MultiVectorEngine | str:
+    def engine_for(self, task: str | None = None) -> Engine | str:
         """The engine that serves ``task``, or the reason its calls run ST's own path."""
-        if task not in self._st_engines:
-            plan = build_multivector_plan(list(self), task)
-            self._st_engines[task] = plan if isinstance(plan, str) else MultiVectorEngine(plan, self.engine_config)
-        return self._st_engines[task]
+        return self._packed_engine(task, lambda: multi_vector_plan(list(self), task))
 
     # -- encoding ---------------------------------------------------------------------------------------------
 
@@ -132,66 +109,39 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         return call_reason(self, kwargs, frozenset({"max_length"}))
 
     @torch.inference_mode()
-    def _inference(
-        self,
-        inputs: list,
-        *,
-        prompt: str | None,
-        batch_size: int,
-        show_progress_bar: bool,
-        output_value: str | None,
-        save_to_cpu: bool,
-        normalize_embeddings: bool,
-        token_pooling,
-        task: str | None,
-        device: str | torch.device | None = None,
-        **kwargs: Any,
-    ):
+    def _inference(self, inputs: list, **arguments: Any):
+        a, kwargs = split_arguments(arguments, ST_ARGUMENTS)
+        task, token_pooling = a.get("task"), a.get("token_pooling")
         engine = self.engine_for(task)
-        reason = engine if isinstance(engine, str) else self._why_not_call(output_value, kwargs)
-        if reason is None:
-            inputs = _texts(inputs)
-            reason = inputs if isinstance(inputs, str) else None
+        reason = engine if isinstance(engine, str) else self._why_not_call(a.get("output_value"), kwargs)
+        texts = _texts(inputs) if reason is None else None
+        reason = texts if isinstance(texts, str) else reason
         if reason is not None:
-            warn_fallback(type(self).__name__, reason)
-            return super()._inference(
-                inputs,
-                prompt=prompt,
-                batch_size=batch_size,
-                show_progress_bar=show_progress_bar,
-                output_value=output_value,
-                save_to_cpu=save_to_cpu,
-                normalize_embeddings=normalize_embeddings,
-                token_pooling=token_pooling,
-                task=task,
-                device=device,
-                **kwargs,
-            )
+            return self._st_path(reason, inputs, arguments)
         if not inputs:
             return []
-        packed = self._encode_packed(engine, inputs, prompt, task, batch_size, normalize_embeddings, device)
+        packed = self._encode_packed(
+            engine, texts, a.get("prompt"), task, a.get("normalize_embeddings", False), a.get("device")
+        )
         rows = packed.to_list()
         if token_pooling is not None:
             if token_pooling.applies_to(task) and any(isinstance(m, _compat.BaseTokenPooling) for m in self):
                 logger.warning("st_backend: the per-call token_pooling pools further on top of the model's own")
             rows = token_pooling.pool(rows, task=task)
-        return [r.cpu() for r in rows] if save_to_cpu else rows
+        return [r.cpu() for r in rows] if a.get("save_to_cpu") else rows
 
-    def _encode_packed(self, engine, inputs, prompt, task, batch_size, normalize, device) -> PackedEmbeddings:
+    def _encode_packed(self, engine, texts, prompt, task, normalize, device) -> PackedEmbeddings:
         device = self._resolve_inference_device(device)
         self.eval()
-        filled = engine.filled_expansion
-        packed = engine.encode(
-            MultiVectorRequest(texts=inputs, prompt=prompt, task=task, normalize=normalize),
-            device,
-        )
-        if engine.filled_expansion > filled:
+        call = Call(texts, prompt, outputs="ragged", options=MultiVectorOptions(task, normalize))
+        result = engine.run(call, device)
+        if result.filled:
             logger.warning(
                 "st_backend: %d queries filled the whole query_expansion length; their content beyond it was cut "
                 "(as in ST, queries are always processed at that width).",
-                engine.filled_expansion - filled,
+                result.filled,
             )
-        return packed
+        return result.outputs
 
     def encode_packed(
         self,
@@ -225,7 +175,7 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
             return PackedEmbeddings.from_list(rows)
         with torch.inference_mode():
             prompt = self._resolve_prompt(prompt, prompt_name)
-            return self._encode_packed(engine, texts, prompt, task, batch_size, normalize_embeddings, device)
+            return self._encode_packed(engine, texts, prompt, task, normalize_embeddings, device)
 
     # -- scoring ----------------------------------------------------------------------------------------------
 
@@ -293,6 +243,19 @@ class MultiVectorEncoder(PoolMixin, sentence_transformers.MultiVectorEncoder):
         return results
 
 
+ST_ARGUMENTS = frozenset(
+    {
+        "prompt",
+        "batch_size",
+        "show_progress_bar",
+        "output_value",
+        "save_to_cpu",
+        "normalize_embeddings",
+        "token_pooling",
+        "task",
+        "device",
+    }
+)
 _TASK_PROMPTS = {"document": ("document", "passage", "corpus"), "query": ("query",)}
 
 

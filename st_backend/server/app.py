@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import importlib.metadata
 import logging
 import os
+import pkgutil
 import signal
 import threading
 
@@ -16,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
-from . import embed_routes, errors, score_routes
+from . import errors
 from .auth import OPEN_PATHS, Guard
 from .batcher import Batcher
 from .bridge import Bridge
@@ -94,16 +96,23 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
     )
     app.state.st = st
     errors.install(app)
-    app.include_router(embed_routes.router)
-    app.include_router(score_routes.router)
+    routers = route_modules()
+    for router in routers:
+        app.include_router(router)
     _add_service_routes(app)
     app.openapi = lambda: _openapi(app, config)
-    routers = (app, embed_routes.router, score_routes.router)
+    routers = (app, *routers)
     routes = {r.path for router in routers for r in router.routes if getattr(r, "path", None)}
     app.add_middleware(
         Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes, metrics=st.metrics, routes=routes
     )
     return app
+
+
+def route_modules() -> list:
+    """The ``router`` of every ``*_routes.py`` module in this package: a new route is one file."""
+    names = sorted(m.name for m in pkgutil.iter_modules([os.path.dirname(__file__)]) if m.name.endswith("_routes"))
+    return [importlib.import_module(f"{__package__}.{name}").router for name in names]
 
 
 def _add_service_routes(app: FastAPI) -> None:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from .. import _compat
-from ..engine.embed import EmbedRequest
-from ..engine.heads import SEQUENCE_CLASSIFICATION
-from ..engine.tokenize import TextTokenizer, Tokenized
+from ..engine.plan import Call
+from ..engine.tokenizer import TextTokenizer
+from ..models.heads import EmbedOptions
 
 logger = logging.getLogger("st_backend.server")
 
@@ -227,57 +227,35 @@ class Bridge:
             return self._classify_texts(served, rows)
         raise ValueError(f"unknown operation {op!r}")
 
-    @staticmethod
-    def _forward(engine, n: int, tokenize, device):
-        return engine.forward_all(n, tokenize, device, show_progress_bar=False, profile=None)
-
     @torch.inference_mode()
     def _embed_ids(self, served: Served, rows: list[list[int]], token_level: bool, role: str | None):
-        """Exactly these ids through the packed forward (no re-tokenizing): sentence or token embeddings."""
+        """Exactly these ids through the engine's stream (no re-tokenizing): sentence or token embeddings."""
         model = served.model
         engine = model.engine_for(role)
         if isinstance(engine, str):
             raise RuntimeError(f"token-id input needs the packed engine; this model runs ST's own path ({engine})")
         model.eval()
-        ids = [np.asarray(r, dtype=np.int64) for r in rows]
-        lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
-
-        def tokenize(start: int, stop: int) -> Tokenized:
-            return Tokenized(ids[start:stop], None, lengths[start:stop])
-
-        out: list | torch.Tensor | None = [None] * len(ids) if token_level else None
-        plain = EmbedRequest(texts=[])  # no truncation, no normalisation: the routes do those per request
-        for batch, hidden in self._forward(engine, len(ids), tokenize, model.device):
-            if token_level:
-                for i, row in zip(batch.indices, torch.split(hidden, batch.host_lengths.tolist())):
-                    out[i] = row
-                continue
-            emb = engine._sentence_embedding(hidden, batch, None, plain)
-            if out is None:
-                out = emb.new_empty((len(ids), *emb.shape[1:]))
-            out[batch.index] = emb
-        return out
+        # No truncation, no normalisation: the routes do those per request.
+        call = Call([], outputs="ragged" if token_level else "rows", options=EmbedOptions())
+        out: list = [None] * len(rows)
+        for i, output in engine.stream(enumerate(rows), call, model.device):
+            out[i] = output
+        return out if token_level else torch.stack(out)
 
     @torch.inference_mode()
     def _classify_texts(self, served: Served, texts: list[str]) -> torch.Tensor:
-        """Logits of single texts (ST's CrossEncoder.predict("text")): the packed engine on the plain tokenizer."""
+        """Logits (n, labels) of single texts, as ST's CrossEncoder.predict("text") scores each, packed. (Not
+        predict(texts) itself: ST reads a list of two strings as one pair.)"""
         model = served.model
-        engine = model.engine()
-        if isinstance(engine, str) or engine.template is not None or engine.plan.causal:
-            why = engine if isinstance(engine, str) else "a templated or causal reranker scores pairs only"
-            raise RuntimeError(f"single-text classification needs an encoder classifier on the engine ({why})")
-        model.eval()
-        max_length = _compat.text_max_length(engine.plan.transformer, None)
-        hf = engine.plan.hf_model
-        head = SEQUENCE_CLASSIFICATION[hf.config.model_type]
-        out = None
-        tokenize = lambda a, b: engine.tokenizer(texts[a:b], max_length)  # noqa: E731
-        for batch, hidden in self._forward(engine, len(texts), tokenize, model.device):
-            logits = head(hf, hidden, batch).float()
-            if out is None:
-                out = logits.new_empty((len(texts), *logits.shape[1:]))
-            out[batch.index] = logits
-        return out
+        logits = model._inference(
+            list(texts),
+            prompt=None,
+            batch_size=32,
+            show_progress_bar=False,
+            activation_fn=torch.nn.Identity(),
+            apply_softmax=False,
+        ).float()
+        return logits[:, None] if logits.ndim == 1 else logits
 
     # -- /info ------------------------------------------------------------------------------------------------
 
@@ -307,12 +285,13 @@ class Bridge:
             if isinstance(engine, str):
                 entry["engine"] = {"path": "sentence-transformers", "reason": engine}
             else:
-                runner = engine.runner(device)
+                described = engine.describe(device)
                 entry["engine"] = {
                     "path": "packed",
-                    "attention": getattr(runner.backend, "name", str(runner.backend)),
-                    "max_batch_tokens": engine.token_budget(device),
+                    "attention": described["attention_backend"],
+                    "max_batch_tokens": described["token_budget"],
                     "dtype": str(engine.runners.dtype).replace("torch.", ""),
+                    **described,
                 }
             out.append(entry)
         return out

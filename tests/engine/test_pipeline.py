@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from st_backend.engine.pipeline import packed_batches
-from st_backend.engine.tokenize import Tokenized
+from st_backend.engine.tokenizer import Tokenized
 
 
 def fake_tokenize(lengths):
@@ -107,7 +107,7 @@ def test_each_chunk_is_tokenized_in_slices_on_every_thread():
 
 def test_weighted_slices_share_a_few_long_texts_out():
     from st_backend.engine.pipeline import slices
-    from st_backend.engine.tokenize import WEIGHT_CAP, text_weights
+    from st_backend.engine.tokenizer import WEIGHT_CAP, text_weights
 
     weights = np.array([1000] * 8 + [1] * 56)  # 8 long texts first, then short ones
     got = slices(0, 64, 4, 64, weights, min_weight=1000)

@@ -84,10 +84,10 @@ def test_compiled_runner_with_the_rewrite_equals_plain_st(tiny_root):
     fast = st_backend.SentenceTransformer(str(path), device="cpu")
     plan = fast.engine_for(None).plan
     runner = PackedRunner(
-        plan.hf_model, plan.arch, fast.engine_for(None).runner(fast.device).backend, True, ("linear_gelu",)
+        plan.model, plan.arch, fast.engine_for(None).runner(fast.device).backend, True, ("linear_gelu",)
     )
     texts = ["a short one", "the quick brown fox jumps over the lazy dog", "x"]
-    tokens = fast.engine_for(None).tokenize(texts, None, None)
+    tokens = fast.engine_for(None).tokenize(texts)
     batch = pack(tokens.ids, tokens.type_ids, torch.arange(len(texts)).numpy())
     torch._dynamo.reset()
     with (

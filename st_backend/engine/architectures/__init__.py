@@ -17,6 +17,7 @@ class ArchSpec:
     """What the packed runner must know about one model_type.
 
     causal: decoder (causal attention, last-token heads).
+    classify: the sequence-classification head, as its *ForSequenceClassification forward computes it.
     position_offset: added to 0-based positions (RoBERTa-family embeddings start at padding_idx + 1).
     token_type_ids: the forward takes token types (BERT pairs need them).
     windows: the sliding windows (tokens each side) its layers use, besides full attention.
@@ -29,6 +30,9 @@ class ArchSpec:
     windows: Callable[[PretrainedConfig], tuple[int, ...]] = lambda config: ()
     family: str = ""  # what `st-backend info` calls it
     windowed: bool = False  # its checkpoints typically have sliding-window layers (for info's probe)
+    # The *ForSequenceClassification head on packed states: (model, hidden (T, H), batch) -> logits (n, labels),
+    # reading only the positions it needs; None: its classifiers run ST's own path.
+    classify: Callable | None = None
 
     def layer_kinds(self, config: PretrainedConfig) -> list[tuple[bool, int | None]]:
         """Every (causal, window) pattern a forward of this model runs, for the backend probe."""

@@ -1,5 +1,6 @@
 """Causal decoders used as embedders or rerankers: rotary positions restart per sequence, causal attention."""
 
+from ..positions import classify_last_non_pad
 from . import ArchSpec, register
 
 
@@ -11,4 +12,4 @@ def _windows(config) -> tuple[int, ...]:
 
 
 for _model_type, _family in (("qwen3", "Qwen3"), ("llama", "Llama")):
-    register(ArchSpec(_model_type, causal=True, windows=_windows, family=_family))
+    register(ArchSpec(_model_type, causal=True, windows=_windows, family=_family, classify=classify_last_non_pad))

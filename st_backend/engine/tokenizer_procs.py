@@ -1,4 +1,4 @@
-"""Tokenizer worker processes (tokenize_worker.py) feeding the GPU: each has its own GIL, so turning encodings
+"""Tokenizer worker processes (tokenizer_worker.py) feeding the GPU: each has its own GIL, so turning encodings
 into arrays no longer takes the GIL from the thread that launches the GPU's kernels, and two processes overlap
 one's conversion with the other's Rust encode.
 
@@ -8,7 +8,7 @@ torch is never loaded in them. Any failure is reported to the caller, which toke
 A worker that dies or stops answering costs a bounded wait: each request gets a deadline from the work it
 sends (``deadline_s``), the pipes are non-blocking and every wait is a poll() that ends by that deadline, and
 past it the worker is killed and reaped. Every worker that ends is reaped (no zombies); a worker also ends when
-its parent goes away (see tokenize_worker.py).
+its parent goes away (see tokenizer_worker.py).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ try:
 except ImportError:  # not POSIX: select.poll is missing too, and TokenizerProcesses refuses to start
     fcntl = None
 
-from .tokenize_worker import HEAD, PARENT, REPLY, REQUEST, SIZE
+from .tokenizer_worker import HEAD, PARENT, REPLY, REQUEST, SIZE
 
-_WORKER = Path(__file__).with_name("tokenize_worker.py")
+_WORKER = Path(__file__).with_name("tokenizer_worker.py")
 
 # A request's deadline (deadline_s): a worker that has not answered by then is killed, the call is tokenized
 # in-process and the workers are off for good, so a false alarm costs their speed for the rest of the run while

@@ -1,7 +1,7 @@
 """A tokenizer process: strings in, flat int32 id arrays out, over its stdin/stdout.
 
-Run as a script (``python tokenize_worker.py``), never imported by the package's import chain, so it starts
-without torch. The parent (tokenize_procs.py) writes requests; this process turns every encoding's ids into
+Run as a script (``python tokenizer_worker.py``), never imported by the package's import chain, so it starts
+without torch. The parent (tokenizer_procs.py) writes requests; this process turns every encoding's ids into
 arrays under its own GIL, which in-process costs the GPU-feeding thread its time (see BENCHMARKS.md).
 
 Messages (little-endian). Setup: b"S", u64 length, the tokenizer's JSON. Request: b"R", header
@@ -95,8 +95,8 @@ def main() -> None:
     import os
     import signal
 
-    # Run as a script, this file's folder comes first on sys.path, where engine/tokenize.py and profile.py
-    # would shadow the standard library's tokenize and profile modules.
+    # Run as a script, this file's folder comes first on sys.path: the package's modules there are not
+    # top-level modules, and none may shadow one of the standard library's.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     # Ctrl-C is the parent's to handle; the worker stops when its stdin closes.

@@ -19,8 +19,8 @@ import pytest
 from tiny_models import corpus
 from transformers import AutoTokenizer
 
-from st_backend.engine import tokenize_procs
-from st_backend.engine.tokenize import FEEDING, TextTokenizer
+from st_backend.engine import tokenizer_procs
+from st_backend.engine.tokenizer import FEEDING, TextTokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ TEXTS = [f"{i}: {text}" for i, text in enumerate(corpus() * 6)]  # ~270 KB to se
 DEADLINE_S = 1.5  # the tests' deadline for every request (the real one is several seconds: deadline_s)
 BOUND_S = DEADLINE_S + 8.0  # a call still running after this hangs: the test fails
 WRITE = {"x86_64": 1, "aarch64": 64}.get(platform.machine())  # the write syscall's number
-ENGINE = Path(tokenize_procs.__file__).parent
+ENGINE = Path(tokenizer_procs.__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +50,14 @@ def want(hf):
 @pytest.fixture
 def tok(hf, monkeypatch):
     """Two started workers, each warmed by one request, then a DEADLINE_S deadline on every request."""
-    monkeypatch.setattr(tokenize_procs, "PIPE_SIZE", 0, raising=False)  # 64 KiB pipes: requests outgrow them
+    monkeypatch.setattr(tokenizer_procs, "PIPE_SIZE", 0, raising=False)  # 64 KiB pipes: requests outgrow them
     tok = TextTokenizer(hf)
     tok.use_processes(2, rayon_threads=1)
     procs = list(tok._processes._procs)
     for _ in procs:  # each worker in turn (they are handed out in order): started and its tokenizer built
         tok(TEXTS[:64], None)
     assert tok._processes is not None
-    monkeypatch.setattr(tokenize_procs, "deadline_s", lambda *args, **kwargs: DEADLINE_S, raising=False)
+    monkeypatch.setattr(tokenizer_procs, "deadline_s", lambda *args, **kwargs: DEADLINE_S, raising=False)
     yield tok
     for proc in procs:  # where the test failed: unblock a hung call, leave nothing behind
         if proc.returncode is None:
@@ -154,7 +154,7 @@ def test_a_worker_killed_or_stopped_mid_call(tok, want, caplog, sig, phase):
         pytest.skip("no /proc/<pid>/syscall to see a worker writing its reply")
     procs = list(tok._processes._procs)
     started = {proc.pid: _start_time(proc.pid) for proc in procs}
-    size = len(tokenize_procs._request(TEXTS, False, None, True, False, False))
+    size = len(tokenizer_procs._request(TEXTS, False, None, True, False, False))
     assert size > 64 * 1024
     for _ in range(8):  # "reply": the worker may finish its reply before it is caught writing it
         hit, done = [], threading.Event()
@@ -195,7 +195,7 @@ def test_threads_sharing_the_workers_when_one_stops(tok, want, caplog):
     texts = TEXTS[:1500]
     procs = list(tok._processes._procs)
     started = {proc.pid: _start_time(proc.pid) for proc in procs}
-    size = len(tokenize_procs._request(texts, False, None, True, False, False))
+    size = len(tokenizer_procs._request(texts, False, None, True, False, False))
     base, done, hit = {pid: _rchar(pid) for pid in started}, threading.Event(), []
     results = []
 
@@ -236,7 +236,7 @@ def test_ctrl_c_mid_call_then_the_next_call_is_correct(tok, want):
     the interrupted worker was killed and reaped."""
     procs = list(tok._processes._procs)
     started = {proc.pid: _start_time(proc.pid) for proc in procs}
-    size = len(tokenize_procs._request(TEXTS, False, None, True, False, False))
+    size = len(tokenizer_procs._request(TEXTS, False, None, True, False, False))
     base = {pid: _rchar(pid) for pid in started}
     done, hit = threading.Event(), []
 
@@ -282,11 +282,11 @@ def test_ctrl_c_mid_call_then_the_next_call_is_correct(tok, want):
 
 
 def test_the_deadline_grows_with_the_work_sent():
-    deadline_s = tokenize_procs.deadline_s
-    assert deadline_s(0, 0) == tokenize_procs.DEADLINE_FLOOR_S >= 1.0
+    deadline_s = tokenizer_procs.deadline_s
+    assert deadline_s(0, 0) == tokenizer_procs.DEADLINE_FLOOR_S >= 1.0
     small, large = deadline_s(1000, 100_000), deadline_s(100_000, 10_000_000)
     assert small < large
-    assert deadline_s(1000, 100_000, starting=True, spec=1_000_000) > small + tokenize_procs.DEADLINE_START_S
+    assert deadline_s(1000, 100_000, starting=True, spec=1_000_000) > small + tokenizer_procs.DEADLINE_START_S
 
 
 # Runs in a "parent" process, which must not import st_backend (torch: seconds): the engine's folder is loaded
@@ -298,7 +298,7 @@ PARENT = textwrap.dedent(
     package = types.ModuleType("_engine")
     package.__path__ = [engine_dir]
     sys.modules["_engine"] = package
-    from _engine.tokenize_procs import TokenizerProcesses
+    from _engine.tokenizer_procs import TokenizerProcesses
 
     spec = open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8").read()
     procs = TokenizerProcesses(spec, 2, rayon_threads=1)

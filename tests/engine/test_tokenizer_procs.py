@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 import st_backend
 from st_backend.engine.config import EngineConfig
-from st_backend.engine.tokenize import REMOTE_MIN_TEXTS, TextTokenizer
+from st_backend.engine.tokenizer import REMOTE_MIN_TEXTS, TextTokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -148,11 +148,11 @@ def test_a_forked_child_tokenizes_in_process_and_leaves_the_workers_alone(defaul
 
 
 def test_an_interrupt_mid_reply_never_hands_a_stale_reply_to_the_next_call(default_model_path, remote_of, monkeypatch):
-    from st_backend.engine import tokenize_procs
+    from st_backend.engine import tokenizer_procs
 
     hf = AutoTokenizer.from_pretrained(default_model_path)
     local, remote = TextTokenizer(hf), remote_of(hf, processes=1)
-    real_recv, calls = tokenize_procs._Worker.recv, []
+    real_recv, calls = tokenizer_procs._Worker.recv, []
 
     def interrupted(worker, size, deadline, ready=True):
         data = real_recv(worker, size, deadline, ready)
@@ -161,7 +161,7 @@ def test_an_interrupt_mid_reply_never_hands_a_stale_reply_to_the_next_call(defau
             raise KeyboardInterrupt
         return data
 
-    monkeypatch.setattr(tokenize_procs._Worker, "recv", interrupted)
+    monkeypatch.setattr(tokenizer_procs._Worker, "recv", interrupted)
     with pytest.raises(KeyboardInterrupt):
         remote(TEXTS, None)
     other = [t[::-1] for t in TEXTS]
@@ -182,7 +182,7 @@ def test_workers_that_cannot_start_leave_tokenization_in_process(default_model_p
 
 
 def test_a_worker_refusing_what_in_process_accepts_turns_them_off(default_model_path, remote_of, monkeypatch):
-    from st_backend.engine.tokenize_procs import TokenizerProcessError
+    from st_backend.engine.tokenizer_procs import TokenizerProcessError
 
     hf = AutoTokenizer.from_pretrained(default_model_path)
     local, remote = TextTokenizer(hf), remote_of(hf)

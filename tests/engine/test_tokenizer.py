@@ -4,7 +4,7 @@ import pytest
 from tiny_models import ARCHS, corpus, load_tokenizer
 from transformers import AutoTokenizer
 
-from st_backend.engine.tokenize import TextTokenizer
+from st_backend.engine.tokenizer import TextTokenizer
 
 TEXTS = ["", "a", "Hello, World!", "Ünïcödé 東京 🙂", "  spaces   inside  ", "word " * 300, *corpus()[:50]]
 
@@ -49,7 +49,7 @@ def test_changing_max_length_between_calls(default_model_path):
 
 
 def test_type_ids_kept_when_a_single_text_template_uses_type_1(tiny_root):
-    from st_backend.engine.tokenize import _single_types_zero
+    from st_backend.engine.tokenizer import _single_types_zero
 
     single = [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 1}}]
     assert not _single_types_zero({"post_processor": {"type": "TemplateProcessing", "single": single}})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .precut import PreCut
-from .tokenize_worker import configured
+from .tokenizer_worker import configured
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class TextTokenizer:
         never again after they failed: then everything is tokenized in-process)."""
         if self._spec is None or processes < 1 or self._processes is not None or self.processes_off:
             return
-        from .tokenize_procs import TokenizerProcessError, TokenizerProcesses
+        from .tokenizer_procs import TokenizerProcessError, TokenizerProcesses
 
         with self._lock:
             if self._processes is None and not self.processes_off:
@@ -141,7 +141,7 @@ class TextTokenizer:
     def _remote(self, texts, max_length: int | None, special: bool, types: bool) -> tuple[Tokenized | None, str | None]:
         """(the worker processes' answer, None), or (None, why a worker refused) / (None, None) after a failure:
         then the caller tokenizes in-process, which raises the tokenizer's own error for input it refuses."""
-        from .tokenize_procs import TokenizerProcessError
+        from .tokenizer_procs import TokenizerProcessError
 
         procs = self._processes
         if procs is None:

@@ -1,0 +1,82 @@
+"""What the three ST-facing classes share: engine settings at load, one engine per key (a task, a route) built
+once and safely from many threads, pickling without engines (ST's multi-process pools rebuild them in each
+worker), ST's own path with a one-time note, and the Matryoshka config keys ST itself ignores."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..engine.config import EngineConfig
+from ..engine.engine import Engine
+from ..engine.plan import Plan
+from ..matryoshka import Matryoshka
+from ._fallback import warn_fallback
+
+
+class PackedModel:
+    """Mixed in before the sentence_transformers class: ``_st_path`` and the config hooks reach it by super()."""
+
+    def _init_packed(self, engine: EngineConfig | None) -> None:
+        """Engine settings, the cast they ask for, and an attention backend named in them checked at load."""
+        self.engine_config = engine if engine is not None else EngineConfig()
+        self.engine_config.cast(self)
+        self.engine_config.check_attention(self)
+        self._st_engines: dict = {}
+        self._st_lock = threading.Lock()
+
+    def _packed_engine(self, key, plan: Callable[[], Plan | str]) -> Engine | str:
+        """The engine for ``key`` (built from ``plan()`` once), or the reason its calls run ST's own path."""
+        engine = self._st_engines.get(key)
+        if engine is None:
+            with self._st_lock:
+                engine = self._st_engines.get(key)
+                if engine is None:
+                    built = plan()
+                    engine = self._st_engines[key] = (
+                        built if isinstance(built, str) else Engine(built, self.engine_config)
+                    )
+        return engine
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_st_engines"] = {}  # tokenizer copies and runners are rebuilt in each process
+        state.pop("_st_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._st_lock = threading.Lock()
+
+    def _st_path(self, reason: str, inputs: list, arguments: dict):
+        """ST's own _inference for this call, said once per reason."""
+        warn_fallback(type(self).__name__, reason)
+        return super()._inference(inputs, **arguments)
+
+    # Matryoshka sizes: ST drops the config keys, so they are kept here on load and written back on save.
+
+    def _init_matryoshka(
+        self, dimensions: Sequence[int] | None, strict: bool | None, is_matryoshka: bool | None, hf_config
+    ) -> None:
+        self.matryoshka = Matryoshka.resolve(
+            dimensions, strict, getattr(self, "_st_config", {}), hf_config, is_matryoshka=is_matryoshka
+        )
+
+    def _parse_model_config(self, model_config: dict[str, Any]) -> None:
+        self._st_config = dict(model_config)  # keeps matryoshka_dimensions / is_matryoshka, which ST ignores
+        super()._parse_model_config(model_config)
+
+    def _get_model_config(self) -> dict[str, Any]:
+        config = super()._get_model_config()
+        matryoshka = getattr(self, "matryoshka", None)
+        if matryoshka is not None and matryoshka.dimensions:
+            config["matryoshka_dimensions"] = list(matryoshka.dimensions)
+        elif matryoshka is not None and matryoshka.any_prefix:
+            config["is_matryoshka"] = True
+        return config
+
+
+def split_arguments(kwargs: dict, own: frozenset[str]) -> tuple[dict, dict]:
+    """ST's _inference keyword arguments: (those of ST's own signature, the module kwargs it passes through)."""
+    return {k: v for k, v in kwargs.items() if k in own}, {k: v for k, v in kwargs.items() if k not in own}
