@@ -158,10 +158,14 @@ async def run_load(
     return result
 
 
-async def wait_healthy(url: str, timeout: float = 300.0, path: str = "/health") -> None:
+async def wait_healthy(url: str, timeout: float = 300.0, path: str = "/health", proc=None) -> None:
+    """Until ``url + path`` answers 200; ``proc``: the server's process, whose exit fails this at once (a server
+    that cannot start must not cost the whole timeout)."""
     host, port = url.removeprefix("http://").rstrip("/").split(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server at {url} exited with code {proc.returncode} before it was healthy")
         conn = Connection(host, int(port))
         try:
             status, _ = await conn.request("GET", path)

@@ -71,8 +71,9 @@ def launch(target: str, port: int, args) -> tuple[subprocess.Popen, str, str]:
             "--batch-size",
             "32",
         ]
+        log = open(os.path.join(os.environ.get("OUT", "/tmp"), "infinity.log"), "w")  # why it failed, if it does
         return (
-            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT),
             "/embeddings",
             "/health",
         )
@@ -144,7 +145,7 @@ def serve_target(target: str, args, texts: list[str], local: InProcess) -> dict:
     proc, path, health = launch(target, port, args)
     started = time.perf_counter()
     try:
-        asyncio.run(wait_healthy(url, 600, health))
+        asyncio.run(wait_healthy(url, 600, health, proc))
         load_s = time.perf_counter() - started
         point(url, path, requests_for(texts, 8, 64), 8, args.seconds)  # warm-up, not reported
         rows = {}
