@@ -2,15 +2,19 @@
 like a serving engine's --chat-template. Tiny random weights (offline): the scores are noise; the example
 shows that the template reaches the model and that st_backend equals plain ST."""
 
+import shutil
+import tempfile
+
 import numpy as np
 import sentence_transformers
-from _tiny import remove, tiny_decoder
 
 from st_backend import CrossEncoder
+from st_backend.bench.factory import build_hf_dir
 
 TEMPLATE = 'question:{{ messages[0]["content"] }} \n \n passage:{{ messages[1]["content"] }}'
 
-path = tiny_decoder("llama-seq-cls")
+root = tempfile.mkdtemp(prefix="st_backend_example_")
+path = str(build_hf_dir("llama", root, "seq-cls", tokenizer="minilm"))  # tiny, on MiniLM's tokenizer
 try:
     model = CrossEncoder(path, device="cpu", chat_template=TEMPLATE)
     plain = sentence_transformers.CrossEncoder(path, device="cpu", processor_kwargs={"chat_template": TEMPLATE})
@@ -22,4 +26,4 @@ try:
     pairs = [(query, d) for d in documents]
     print("max |st_backend - plain ST|:", np.abs(model.predict(pairs) - plain.predict(pairs)).max())
 finally:
-    remove(path)
+    shutil.rmtree(root, ignore_errors=True)

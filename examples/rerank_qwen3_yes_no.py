@@ -2,11 +2,14 @@
 last token, and template-aware truncation. The model is tiny and random (offline), so scores are noise;
 what the example shows is the plumbing, checked against plain ST."""
 
+import shutil
+import tempfile
+
 import numpy as np
 import sentence_transformers
-from _tiny import remove, tiny_decoder
 
 from st_backend import CrossEncoder
+from st_backend.bench.factory import build_hf_dir
 
 TEMPLATE = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
@@ -18,7 +21,8 @@ TEMPLATE = (
     "<|im_start|>assistant\n<think>\n\n</think>\n\n"
 )
 
-path = tiny_decoder("qwen3-causal-lm")
+root = tempfile.mkdtemp(prefix="st_backend_example_")
+path = str(build_hf_dir("qwen3", root, "causal-lm", tokenizer="minilm"))  # tiny, on MiniLM's tokenizer
 try:
     # ForCausalLM checkpoints load as a causal LM + LogitScore("yes", "no"), as in plain ST.
     model = CrossEncoder(path, device="cpu", chat_template=TEMPLATE)
@@ -36,4 +40,4 @@ try:
     print(f"fed {len(ids)} tokens (max_seq_length 128); ends with the template's suffix: {ends}")
     print("score of the truncated pair:", model.predict([long_pair]))
 finally:
-    remove(path)
+    shutil.rmtree(root, ignore_errors=True)

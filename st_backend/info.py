@@ -10,6 +10,7 @@ import torch
 from .engine.architectures import ARCHITECTURES
 from .engine.attention import probe
 from .engine.rewrites import rewrites_for
+from .engine.runner import RUNNERS
 
 
 def _version(dist: str) -> str:
@@ -46,6 +47,7 @@ def info(
     }
     if model is not None:
         report["tokenizer"] = tokenizer_report(model)
+    report["runners"] = runner_families()
     for label, kinds in layer_sets().items():
         result = probe(device, dtype, list(kinds), xformers_torch_ops)
         chosen = next((name for name, reason in result.reasons.items() if reason is None), None)
@@ -73,12 +75,24 @@ def layer_sets() -> dict[str, tuple]:
     """The registered architectures grouped by the layer patterns the probe checks for them."""
     groups: dict[tuple, list[str]] = {}
     for spec in ARCHITECTURES.values():
+        if spec.runner != "packed":  # no packed attention backend (runner_families)
+            continue
         groups.setdefault(spec.typical_layer_kinds(), []).append(spec.family or spec.model_type)
     names = {(False, None): "bidirectional", (True, None): "causal"}
     out = {}
     for kinds, families in groups.items():
         pattern = " + ".join(names.get(k, f"{'causal' if k[0] else 'bidirectional'} sliding window") for k in kinds)
         out[f"{pattern} ({', '.join(families)})"] = kinds
+    return out
+
+
+def runner_families() -> dict[str, list[str]]:
+    """What runs the architectures that take no packed attention backend (their runner's label -> families)."""
+    out: dict[str, list[str]] = {}
+    for spec in ARCHITECTURES.values():
+        if spec.runner != "packed":
+            label = getattr(RUNNERS[spec.runner], "label", spec.runner)
+            out.setdefault(label, []).append(spec.family or spec.model_type)
     return out
 
 
@@ -92,6 +106,8 @@ def format_info(report: dict) -> str:
             note = entry.get("notes", {}).get(name)
             works = f"works ({note})" if note else "works"
             lines.append(f"  {name:10s} {works if reason is None else 'no: ' + reason}")
+    for label, families in report.get("runners", {}).items():
+        lines.append(f"attention for {', '.join(families)}: {label}")
     if "tokenizer" in report:
         t = report["tokenizer"]
         lines.append(

@@ -1,8 +1,9 @@
 """Tiny random-weight ColBERT (late-interaction) checkpoints in the on-disk formats that ST 6.2 loads.
 
 Builds, entirely offline, small deterministic ColBERT checkpoints around the tiny encoder backbones of
-``tiny_models`` in the three formats that ``sentence_transformers.MultiVectorEncoder`` loads, so that tests can
-compare plain ST against our engine on every load path.
+``st_backend.bench.factory`` (``tiny_models``) in the three formats that ``sentence_transformers.MultiVectorEncoder``
+loads, so that tests can compare plain ST against our engine on every load path. The format writers are test
+fixtures and stay here; backbones, projections, seeds and the cache come from the factory.
 
 Public API::
 
@@ -72,10 +73,10 @@ stanford XLM-R / ModernBERT the shattered ``[unused1]`` pieces ``[`` / ``]`` are
 them from documents. The punctuation skiplist warns once that ``"`"`` is not a single token of the tiny BERT /
 XLM-R vocabularies (it is dropped).
 
-Weights only depend on (arch, dim, added marker tokens): the backbone is ``tiny_models.build_hf_dir(arch)``'s,
-added marker rows are seeded by token string, and the projection by (arch, dim). So e.g. the "st" and "pylate"
+Weights only depend on (arch, dim, added marker tokens): the backbone is the factory's ``build_hf_dir(arch)``'s,
+added marker rows are seeded by token string, and the projection by (arch, dim) (``projection_weight``). So e.g. the "st" and "pylate"
 builds of one arch hold identical weights and give the same embeddings where their configs agree. Built
-directories are cached in ``root`` by argument key (atomic temp dir + rename via ``tiny_models._cached_build``).
+directories are cached in ``root`` by argument key (atomic temp dir + rename via the factory's ``cached_build``).
 """
 
 from __future__ import annotations
@@ -87,7 +88,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tiny_models import _RECIPE_VERSION, ENCODER_ARCHS, INIT_RANGE, MAX_LEN, _cached_build, _seed_for, build_hf_dir
+from st_backend.bench.factory import (
+    ENCODER_ARCHS,
+    INIT_RANGE,
+    MAX_LEN,
+    RECIPE_VERSION,
+    build_hf_dir,
+    cached_build,
+    dims_for,
+    projection_weight,
+    save_multi_vector_pipeline,
+    seed_for,
+)
 
 FORMATS = ("st", "pylate", "stanford")
 ARCHS = ENCODER_ARCHS
@@ -152,7 +164,7 @@ def _load_backbone(arch: str, root: Path, style: str | None):
         weight = model.get_input_embeddings().weight
         with torch.no_grad():
             for token_id, token in enumerate(added, start=old_size):
-                generator = torch.Generator().manual_seed(_seed_for("colbert-token", arch, token))
+                generator = torch.Generator().manual_seed(seed_for("colbert-token", arch, token))
                 weight[token_id] = torch.randn(weight.shape[1], generator=generator) * INIT_RANGE
     return model, tokenizer
 
@@ -163,21 +175,7 @@ def _save_backbone(path: Path, model, tokenizer) -> None:
 
 
 def _colbert_root(root: Path) -> Path:
-    return Path(root) / f"v{_RECIPE_VERSION}" / f"colbert-v{_COLBERT_RECIPE_VERSION}"
-
-
-def _projection(arch: str, hidden: int, dim: int):
-    """The deterministic ``(dim, hidden)`` projection weight (nn.Linear default init, seeded by arch and dim)."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed_for("colbert-dense", arch, hidden, dim))
-        return torch.nn.Linear(hidden, dim, bias=False).weight.detach().clone()
-
-
-def _hidden_size(arch: str, root: Path) -> int:
-    with open(build_hf_dir(arch, root, "base") / "config.json", encoding="utf8") as f:
-        return json.load(f)["hidden_size"]
+    return Path(root) / f"v{RECIPE_VERSION}" / f"colbert-v{_COLBERT_RECIPE_VERSION}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -186,46 +184,26 @@ def _hidden_size(arch: str, root: Path) -> int:
 
 
 def _write_st(path: Path, arch: str, root: Path, cfg: dict[str, Any]) -> None:
-    import torch
-    from sentence_transformers import MultiVectorEncoder
-    from sentence_transformers.base.modules import Dense, Normalize, Transformer
-    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
-
     if cfg["prefixes"]:
-        backbone = _cached_build(
+        backbone = cached_build(
             _colbert_root(root) / "backbones" / f"{arch}-st",
             lambda tmp: _save_backbone(tmp, *_load_backbone(arch, root, "st")),
         )
     else:
         backbone = build_hf_dir(arch, root, "base")
-    transformer = Transformer(
-        str(backbone),
+    query, document = _PREFIXES["st"] if cfg["prefixes"] else ("", "")
+    save_multi_vector_pipeline(
+        backbone,
+        path,
+        projection=projection_weight(arch, dims_for(arch)["hidden_size"], cfg["dim"]),
         query_expansion=cfg["query_expansion"],
         query_length=cfg["query_length"],
         document_length=cfg["document_length"],
-    )
-    hidden = transformer.get_embedding_dimension()
-    dense = Dense(
-        hidden,
-        cfg["dim"],
-        bias=False,
-        activation_function=torch.nn.Identity(),
-        init_weight=_projection(arch, hidden, cfg["dim"]),
-        module_input_name="token_embeddings",
-    )
-    query, document = _PREFIXES["st"] if cfg["prefixes"] else ("", "")
-    model = MultiVectorEncoder(
-        modules=[
-            transformer,
-            dense,
-            MultiVectorMask(skiplist_words=cfg["skiplist"]),
-            Normalize(module_input_name="token_embeddings"),
-        ],
+        skiplist=cfg["skiplist"],
         prompts={"query": query, "document": document},
         similarity_fn_name="maxsim",
-        device="cpu",
+        create_model_card=False,
     )
-    model.save(str(path), create_model_card=False)
 
 
 def _write_pylate(path: Path, arch: str, root: Path, cfg: dict[str, Any]) -> None:
@@ -236,7 +214,7 @@ def _write_pylate(path: Path, arch: str, root: Path, cfg: dict[str, Any]) -> Non
     _save_backbone(path, *_load_backbone(arch, root, "pylate" if cfg["prefixes"] else "pylate-noprefix"))
     _write_json(path / "sentence_bert_config.json", {"max_seq_length": document_length - 1, "do_lower_case": False})
 
-    hidden = _hidden_size(arch, root)
+    hidden = dims_for(arch)["hidden_size"]
     dense_dir = path / "1_Dense"
     dense_dir.mkdir()
     dense_config = {
@@ -247,7 +225,7 @@ def _write_pylate(path: Path, arch: str, root: Path, cfg: dict[str, Any]) -> Non
         "use_residual": False,
     }
     _write_json(dense_dir / "config.json", dense_config)
-    weight = _projection(arch, hidden, cfg["dim"]).contiguous()
+    weight = projection_weight(arch, hidden, cfg["dim"]).contiguous()
     save_file({"linear.weight": weight}, str(dense_dir / "model.safetensors"), metadata={"format": "pt"})
 
     modules = [
@@ -285,7 +263,7 @@ def _write_stanford(path: Path, arch: str, root: Path, cfg: dict[str, Any]) -> N
     # HF_ColBERT wraps the backbone as ``self.<base_model_prefix>`` next to its own ``linear`` projection.
     prefix = model.base_model_prefix
     weights = {f"{prefix}.{key}": value.detach().contiguous().clone() for key, value in model.state_dict().items()}
-    weights["linear.weight"] = _projection(arch, hidden, cfg["dim"]).contiguous()
+    weights["linear.weight"] = projection_weight(arch, hidden, cfg["dim"]).contiguous()
     save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
     model.config.architectures = ["HF_ColBERT"]
     model.config.save_pretrained(path)
@@ -398,4 +376,4 @@ def build_colbert_dir(
     key_str = json.dumps(key, sort_keys=True)
     name = f"{fmt}-{arch}-{hashlib.sha256(key_str.encode()).hexdigest()[:12]}"
     root = Path(root)
-    return _cached_build(_colbert_root(root) / name, lambda path: _WRITERS[fmt](path, arch, root, key))
+    return cached_build(_colbert_root(root) / name, lambda path: _WRITERS[fmt](path, arch, root, key))

@@ -266,3 +266,17 @@ def test_auto_dtype_casts_only_models_the_engine_runs(tiny_root, monkeypatch):
     EngineConfig(dtype="auto").cast(torch.nn.Module())  # no parameters: nothing to do
     fast = st_backend.SentenceTransformer(str(build_st_dir("qwen3", tiny_root)), device="cpu")
     assert next(fast.parameters()).dtype == torch.float32 and asked == [False]  # the default casts nothing
+
+
+def test_packed_false_runs_st_own_path_with_its_results(tiny_root, caplog):
+    path = str(build_st_dir("bert", tiny_root))
+    plain = sentence_transformers.SentenceTransformer(path, device="cpu")
+    fast = st_backend.SentenceTransformer(path, device="cpu", engine=EngineConfig(packed=False))
+    assert fast.engine_for() == "EngineConfig(packed=False)"
+    texts = ["a", "the quick brown fox", ""]
+    with caplog.at_level(logging.WARNING, logger="st_backend"):
+        got = fast.encode(texts)
+    assert any("packed=False" in r.getMessage() for r in caplog.records)
+    assert_rows_close(got, plain.encode(texts))
+    with pytest.raises(ValueError, match="EngineConfig.packed must be True or False"):
+        EngineConfig(packed="no")

@@ -71,6 +71,11 @@ def add_parser(sub) -> None:
         default=None,
         help="worker processes (default: one per 4 cores, at most 4, on CUDA)",
     )
+    p.add_argument(
+        "--fallback",
+        action="store_true",
+        help="st_backend runs sentence-transformers' own path (EngineConfig(packed=False)): what the wrapper costs",
+    )
     p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
     p.add_argument("--max-batch-sequences", type=int, default=None)
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")

@@ -69,6 +69,7 @@ def engine_config(args):
         tokenizer_threads=args.tokenizer_threads,
         tokenizer_processes=args.tokenizer_processes,
         profile=args.profile,
+        packed=not args.fallback,
     )
 
 
@@ -92,8 +93,10 @@ def load_models(args, device: torch.device, dtype: torch.dtype):
     tuned = engine_config(args)
     fast = getattr(st_backend, task.plain_class)(path, device=str(device), engine=tuned, **fast_kwargs).to(dtype)
     default = fast
-    if tuned != EngineConfig():
-        default = getattr(st_backend, task.plain_class)(path, device=str(device), **fast_kwargs).to(dtype)
+    untuned = EngineConfig(packed=not args.fallback)
+    if tuned != untuned:
+        default = getattr(st_backend, task.plain_class)(path, device=str(device), engine=untuned, **fast_kwargs)
+        default = default.to(dtype)
     if args.max_seq_length:
         for model in {id(m): m for m in (plain, fast, default)}.values():
             model.max_seq_length = args.max_seq_length

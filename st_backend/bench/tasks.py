@@ -47,6 +47,19 @@ def _queries(n: int) -> list[str]:
     return synthetic_corpus(n, median_words=6, sigma=0.3, seed=1)
 
 
+def embed_tokens(model, inputs: list) -> list[int]:
+    """Tokens per input, as the engine counts them, or as ST's tokenizer does where calls run ST's own path."""
+    engine = model.engine_for(None)
+    if not isinstance(engine, str):
+        return engine.tokenize(inputs).lengths
+    step = 1024
+    return [
+        int(m.sum())
+        for i in range(0, len(inputs), step)
+        for m in model.preprocess(inputs[i : i + step])["attention_mask"]
+    ]
+
+
 TASKS: dict[str, Task] = {
     "embed": Task(
         unit="texts",
@@ -55,7 +68,7 @@ TASKS: dict[str, Task] = {
         default_call=lambda model, inputs: model.encode(inputs),
         tuned_call=lambda model, inputs, bs: model.encode(inputs, batch_size=bs, convert_to_tensor=True),
         compare=min_cosine,
-        tokens=lambda model, inputs: model.engine_for(None).tokenize(inputs).lengths,
+        tokens=lambda model, inputs: embed_tokens(model, inputs),
     ),
     "rerank": Task(
         unit="pairs",

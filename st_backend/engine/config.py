@@ -59,6 +59,8 @@ class EngineConfig:
     shared_prefix: run the head every input of a call starts with once per call and reuse its keys/values in
         every input's attention (vLLM's prefix caching): causal LM rerankers with a score template, and causal
         embedders pooled at the last token with a prompt or template.
+    packed: False runs every call on sentence-transformers' own path (the fallback), as a baseline: same results,
+        ST's speed (``st-backend bench --fallback`` measures what the wrapper costs there).
     profile: time each call's stages (tokenize, pack, wait, GPU compute, copy back) into ``engine.last_profile``.
     """
 
@@ -74,6 +76,7 @@ class EngineConfig:
     rewrites: tuple[str, ...] | None = None
     shared_prefix: bool = True
     profile: bool = False
+    packed: bool = True
 
     def __post_init__(self) -> None:
         # Refuse nonsense here, naming the field, the value and what is accepted, not at the first call (a float
@@ -92,7 +95,7 @@ class EngineConfig:
             if not _is_int(value) or value < least:
                 raise ValueError(f"EngineConfig.{name} must be an integer >= {least} or None, got {_shown(value)}")
             object.__setattr__(self, name, int(value))
-        for name in ("xformers_torch_ops", "shared_prefix", "profile"):
+        for name in ("xformers_torch_ops", "shared_prefix", "profile", "packed"):
             value = getattr(self, name)
             if not isinstance(value, bool | np.bool_):
                 raise ValueError(f"EngineConfig.{name} must be True or False, got {_shown(value)}")

@@ -34,3 +34,10 @@ def classify_last_non_pad(model, hidden: torch.Tensor, batch: PackedBatch) -> to
     """Decoder classifiers (Qwen3, Llama *ForSequenceClassification): the score head at the last non-pad token."""
     pad = model.config.get_text_config().pad_token_id
     return model.score(hidden[last_non_pad_tokens(batch, pad)])
+
+
+def classify_first_token(model, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+    """Heads that take the first token of a (batch, seq, hidden) input themselves (RoBERTa-style
+    ``*ClassificationHead``: XLM-R, RoBERTa, CamemBERT, ELECTRA): handed each sequence's first token as a
+    one-token sequence."""
+    return model.classifier(hidden[first_tokens(batch)][:, None])

@@ -25,6 +25,8 @@ class PackedRunner:
     other's attention implementation.
     """
 
+    uses_backend = True  # it runs a probed packed attention backend
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -86,6 +88,11 @@ class PackedRunner:
         return self._call(**self.inputs(batch), return_dict=True).last_hidden_state[0]
 
 
+#: ArchSpec.runner -> the class that runs one batch of that architecture (same constructor and ``forward`` as
+#: PackedRunner). Other runners register themselves from their own files.
+RUNNERS: dict[str, type] = {"packed": PackedRunner}
+
+
 class ModelState:
     """Which modules, parameters and buffers the model holds, as found when a view of it was made: ``model.to(...)``
     replaces buffers and a resize replaces modules, after which that view would run stale tensors. Checking is one
@@ -130,6 +137,10 @@ class RunnerCache:
         return runner
 
     def _build(self, device: torch.device, dtype: torch.dtype) -> PackedRunner:
+        runner = RUNNERS[self.arch.runner]
+        rewrites = rewrites_for(device) if self.config.rewrites is None else self.config.rewrites
+        if not runner.uses_backend:  # it runs the model's own attention: no packed kernel to probe
+            return runner(self.model, self.arch, None, compile=self.config.compile, rewrites=rewrites)
         backend, result = choose(
             self.config.attention,
             device,
@@ -145,11 +156,14 @@ class RunnerCache:
             backend.name,
             "; ".join(result.lines()),
         )
-        return PackedRunner(
+        return runner(
             self.model,
             self.arch,
             backend,
             compile=self.config.compile,
-            rewrites=rewrites_for(device) if self.config.rewrites is None else self.config.rewrites,
+            rewrites=rewrites,
             shared_prefix=result.shared_prefix.get(backend.name, False),
         )
+
+
+from . import grouped  # noqa: E402,F401  (registers RUNNERS["grouped"])

@@ -28,6 +28,8 @@ class PackedModel:
 
     def _packed_engine(self, key, plan: Callable[[], Plan | str]) -> Engine | str:
         """The engine for ``key`` (built from ``plan()`` once), or the reason its calls run ST's own path."""
+        if not self.engine_config.packed:
+            return "EngineConfig(packed=False)"
         engine = self._st_engines.get(key)
         if engine is None:
             with self._st_lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .. import _compat
+from ..engine.architectures import resolve as resolve_arch
 from ..engine.architectures import spec_for
 from ..engine.hf import remote_code_reason
 from ..engine.plan import Expansion, Plan
@@ -54,8 +55,9 @@ def why_not_transformer(
         return "the model carries PEFT adapters"
     if getattr(model.config, "output_hidden_states", False):
         return "output_hidden_states is on (all_layer_embeddings)"
-    if spec_for(model.config) is None:
-        return f"model_type {model.config.model_type!r} has no packed architecture spec yet"
+    found = resolve_arch(model.config)
+    if isinstance(found, str):
+        return found
     return remote_code_reason(model)
 
 

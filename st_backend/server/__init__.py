@@ -2,7 +2,8 @@
 
 Layers, top to bottom: routes (``embed_routes``, ``score_routes``, ``app``) validate and translate; ``dispatch``
 checks limits, counts tokens and queues rows; ``batcher`` merges rows of concurrent requests into one model call;
-``bridge`` is the only module that touches st_backend's models and engine. Needs the ``server`` extra
+``bridge`` is the only module that touches st_backend's models and engine; with ``--devices``, ``devices`` runs
+the bridge's calls in one process per device (``device_process``) instead. Needs the ``server`` extra
 (fastapi, uvicorn); ``import st_backend`` never imports this package.
 """
 

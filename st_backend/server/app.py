@@ -23,8 +23,10 @@ from .auth import OPEN_PATHS, Guard
 from .batcher import Batcher
 from .bridge import Bridge
 from .config import ServerConfig
+from .devices import DeviceBatcher, DeviceBridge
 from .dispatch import State, state_of
 from .errors import error_response
+from .metrics import Metrics
 from .schemas import ErrorResponse, ModelList
 
 logger = logging.getLogger("st_backend.server")
@@ -42,14 +44,16 @@ def _load(st: State, loop: asyncio.AbstractEventLoop) -> None:
     try:
         st.bridge.load()
         for name, served in st.bridge.served.items():
-            batcher = Batcher(
-                name,
-                st.bridge.runner(served),
+            options = dict(
                 max_batch_tokens=st.config.max_batch_tokens or st.bridge.batch_budget(served),
                 capacity=st.config.queue_capacity,
                 batching=st.config.batching,
                 metrics=st.metrics,
             )
+            if isinstance(st.bridge, DeviceBridge):
+                batcher = DeviceBatcher(name, st.bridge.pool, **options)
+            else:
+                batcher = Batcher(name, st.bridge.runner(served), **options)
             batcher.start(loop)
             st.batchers[name] = batcher
         st.ready = True
@@ -64,6 +68,9 @@ def _load(st: State, loop: asyncio.AbstractEventLoop) -> None:
 def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None) -> FastAPI:
     """The app for ``config``; ``bridge`` (tests) replaces the one built from the config's model paths."""
     config = config or ServerConfig()
+    metrics = Metrics()
+    if bridge is None and config.devices:
+        bridge = DeviceBridge(config, metrics)
     bridge = bridge or Bridge(
         config.model,
         config.cross_encoder,
@@ -72,7 +79,7 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
         matryoshka_dimensions=config.matryoshka_dimensions,
         attention=config.attention,
     )
-    st = State(config, bridge)
+    st = State(config, bridge, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,6 +93,7 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
             await asyncio.to_thread(loader.join)
             for batcher in st.batchers.values():
                 await asyncio.to_thread(batcher.close)
+            await asyncio.to_thread(st.bridge.close)  # --devices: stops the device processes
             st.tokenizers.shutdown(wait=False)
 
     app = FastAPI(
@@ -122,6 +130,8 @@ def _add_service_routes(app: FastAPI) -> None:
     @app.get("/health", tags=["service"], responses={503: {"model": ErrorResponse}})
     async def health() -> Response:
         """200 once every model is loaded and warmed up; 503 before (or when loading failed)."""
+        if st.ready and isinstance(st.bridge, DeviceBridge):
+            return _device_health(st.bridge.health())
         if st.ready:
             return Response(b'{"status":"ok"}', media_type="application/json")
         why = f"loading failed: {st.failed}" if st.failed else "models are loading"
@@ -132,6 +142,8 @@ def _add_service_routes(app: FastAPI) -> None:
         """Prometheus text format (names like TEI's: st_request_count, st_batch_size, st_queue_size, ...)."""
         for name, batcher in st.batchers.items():
             st.metrics.queue_size.set(name, value=batcher.depth)
+        if isinstance(st.bridge, DeviceBridge):
+            st.bridge.pool.refresh_metrics()
         return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", tags=["service"], response_model=ModelList, responses=errors_doc)
@@ -160,6 +172,18 @@ def _add_service_routes(app: FastAPI) -> None:
             },
         }
         return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _device_health(devices: list[dict]) -> Response:
+    """--devices: 200 while at least one device serves ("degraded" unless all do), each device's state."""
+    serving = sum(d["state"] == "ready" for d in devices)
+    if not serving:
+        states = ", ".join(f"{d['device']} (worker {d['worker']}): {d['state']}" for d in devices)
+        return error_response(
+            503, f"Not ready: no device is serving ({states}).", None, "no_device", {"Retry-After": "5"}
+        )
+    status = "ok" if serving == len(devices) else "degraded"
+    return Response(orjson.dumps({"status": status, "devices": devices}), media_type="application/json")
 
 
 def _openapi(app: FastAPI, config: ServerConfig) -> dict:

@@ -68,6 +68,7 @@ class Batcher:
         capacity: int,
         batching: bool,
         metrics: Metrics,
+        workers: int = 1,
     ) -> None:
         self.name = name
         self.run = run
@@ -80,11 +81,16 @@ class Batcher:
         self._running = 0
         self._closing = False
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._work, name=f"st_backend-batcher-{name}", daemon=True)
+        # More than one worker (serve --devices): one call in flight per device, each taken from the same queue.
+        self._threads = [
+            threading.Thread(target=self._work, name=f"st_backend-batcher-{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -107,8 +113,9 @@ class Batcher:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _take(self) -> list[Job] | None:
         """The next call's jobs: the oldest live job and, with batching on, later live jobs of its key that fit."""
@@ -133,7 +140,7 @@ class Batcher:
                     else:
                         rest.append(job)
                 self._queue = rest
-                self._running = len(batch)
+                self._running += len(batch)
                 self.metrics.queue_size.set(self.name, value=len(rest))
                 return batch
 
@@ -149,7 +156,7 @@ class Batcher:
                 self._send([(job.future, None, exc) for job in batch])
             finally:
                 with self._cond:
-                    self._running = 0
+                    self._running -= len(batch)
 
     def _run_batch(self, batch: list[Job]) -> None:
         start = time.perf_counter()
@@ -157,7 +164,7 @@ class Batcher:
         for job in batch:
             m.queue_duration.observe(self.name, value=start - job.enqueued)
         rows = [row for job in batch for row in job.rows]
-        outputs = self.run(batch[0].key, rows)
+        outputs = self._call(batch, rows)
         m.inference.observe(self.name, value=time.perf_counter() - start)
         m.batch_rows.observe(self.name, value=len(rows))
         m.batch_tokens.observe(self.name, value=sum(job.tokens for job in batch))
@@ -171,6 +178,9 @@ class Batcher:
             except Exception as exc:  # one request's post-processing failed: only it gets the error
                 results.append((job.future, None, exc))
         self._send(results)
+
+    def _call(self, batch: list[Job], rows: list) -> Sequence:
+        return self.run(batch[0].key, rows)
 
     def _send(self, results: list) -> None:
         if self.loop is not None and not self.loop.is_closed():

@@ -257,6 +257,9 @@ class Bridge:
         ).float()
         return logits[:, None] if logits.ndim == 1 else logits
 
+    def close(self) -> None:
+        """Release what load() started: nothing here (DeviceBridge stops its device processes)."""
+
     # -- /info ------------------------------------------------------------------------------------------------
 
     def describe(self) -> list[dict]:

@@ -24,6 +24,20 @@ def _dims(value: str) -> tuple[int, ...]:
     return dims
 
 
+def _devices(value: str) -> tuple[str, ...]:
+    devices = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not devices:
+        raise argparse.ArgumentTypeError(f"--devices takes devices like cuda:0,cuda:1 (or cpu,cpu), got {value!r}")
+    return devices
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return number
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -43,6 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (or set ${KEY_ENV})")
     p.add_argument("--device", default=None, help="torch device (default: ST's choice)")
+    p.add_argument(
+        "--devices",
+        type=_devices,
+        default=None,
+        metavar="D1,D2,...",
+        help="one engine process per device (cuda:0,cuda:1; cpu,cpu), each call to the least loaded one",
+    )
+    p.add_argument(
+        "--device-timeout",
+        type=_seconds,
+        default=d.device_timeout,
+        help="--devices: seconds a device may go without answering its work before it is restarted",
+    )
     p.add_argument("--max-inputs", type=_positive, default=d.max_inputs, help="inputs per request")
     p.add_argument(
         "--max-input-tokens",
@@ -89,6 +116,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         cross_encoder=args.cross_encoder,
         multi_vector=args.multi_vector,
         device=args.device,
+        devices=args.devices,
+        device_timeout=args.device_timeout,
         host=args.host,
         port=args.port,
         api_key=args.api_key or os.environ.get(KEY_ENV) or None,
@@ -115,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     if config.model is None and config.cross_encoder is None and config.multi_vector is None:
         raise SystemExit("st-backend serve: --no-embedding leaves no model; give --cross-encoder or --multi-vector")
+    if config.devices and config.device:
+        raise SystemExit("st-backend serve: give --device or --devices, not both")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     # uvloop / httptools when installed (uvicorn[standard]); no access log: it costs more than a short request.

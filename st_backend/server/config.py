@@ -11,6 +11,8 @@ class ServerConfig:
     cross_encoder: str | None = None
     multi_vector: str | None = None
     device: str | None = None  # None: ST's choice (CUDA when there is one)
+    devices: tuple[str, ...] | None = None  # one engine process per device (serve --devices); None: in-process
+    device_timeout: float = 300.0  # --devices: seconds a device may go without answering before it is restarted
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None

@@ -110,6 +110,24 @@ class Metrics:
         self.dropped = c("st_request_dropped", "Requests dropped before the model: client disconnected", ("model",))
         self.rejected = c("st_request_rejected", "Requests refused: queue full (429)", ("model",))
 
+    def add_devices(self) -> None:
+        """The per-device series of ``serve --devices`` (labels: worker index and device), absent without it."""
+        c, g, h, labels = self._counter, self._gauge, self._histogram, ("worker", "device")
+        self.device_up = g("st_device_up", "1 while the device's process is loaded and serving, else 0", labels)
+        self.device_outstanding = g(
+            "st_device_outstanding_tokens", "Tokens sent to the device, not yet answered", labels
+        )
+        self.device_calls = c("st_device_calls", "Model calls the device answered", labels)
+        self.device_tokens = c("st_device_tokens", "Tokens of the calls the device answered", labels)
+        self.device_inference = h(
+            "st_device_inference_duration",
+            "Seconds from sending a call to the device to its answer",
+            labels,
+            TIME_BUCKETS,
+        )
+        self.device_restarts = c("st_device_restarts", "Times the device's process died and was restarted", labels)
+        self.device_lost = c("st_device_lost_calls", "Calls in flight when the device's process died", labels)
+
     def _counter(self, name, help_text, labels) -> Counter:
         return self._add(Counter(name, help_text, "counter", labels, self.lock))
 

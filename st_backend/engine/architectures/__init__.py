@@ -33,6 +33,13 @@ class ArchSpec:
     # The *ForSequenceClassification head on packed states: (model, hidden (T, H), batch) -> logits (n, labels),
     # reading only the positions it needs; None: its classifiers run ST's own path.
     classify: Callable | None = None
+    # How a batch runs: a key of engine/runner.py RUNNERS ("packed": one unpadded row through a varlen attention
+    # backend; other runners for models whose attention takes no packed sequences).
+    runner: str = "packed"
+    # A config-specific spec (e.g. a decoder family whose embedding checkpoints configure bidirectional
+    # attention): config -> ArchSpec, or a string saying why this config runs ST's own path; None: this spec
+    # serves every config of its model_type.
+    resolve: Callable[[PretrainedConfig], ArchSpec | str] | None = None
 
     def layer_kinds(self, config: PretrainedConfig) -> list[tuple[bool, int | None]]:
         """Every (causal, window) pattern a forward of this model runs, for the backend probe."""
@@ -51,8 +58,29 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+def resolve(config: PretrainedConfig) -> ArchSpec | str:
+    """The spec the packed engine runs ``config`` with, or why it runs ST's own path."""
+    model_type = getattr(config, "model_type", None)
+    spec = ARCHITECTURES.get(model_type)
+    if spec is None:
+        return f"model_type {model_type!r} has no packed architecture spec yet"
+    if spec.resolve is None:
+        return spec
+    found = spec.resolve(config)
+    return found if isinstance(found, ArchSpec) else f"this {model_type} config: {found}"
+
+
 def spec_for(config: PretrainedConfig) -> ArchSpec | None:
-    return ARCHITECTURES.get(getattr(config, "model_type", None))
+    found = resolve(config)
+    return found if isinstance(found, ArchSpec) else None
 
 
-from . import bert, decoders, modernbert, xlm_roberta  # noqa: E402,F401  (each file registers its specs)
+def _load() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_load()  # each file in this package registers its specs

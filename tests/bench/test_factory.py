@@ -1,4 +1,6 @@
-"""Sanity tests for the tiny random-weight model factories in ``tests/tiny_models.py``."""
+"""Tests of the random-weight model factory (``st_backend/bench/factory.py``): the tiny test models that
+``tests/tiny_models.py`` re-exports, the models on the embedded MiniLM tokenizer (examples, benchmarks) and the
+real sizes' configs."""
 
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-try:  # tests/ as a plain directory (pytest's rootdir-less "prepend" import mode puts it on sys.path)
-    import tiny_models as tm
-except ImportError:  # tests/ as a package
-    from tests import tiny_models as tm
+from st_backend.bench import factory as tm
 
 LONG_TEXT = "a much longer text that keeps going and going " * 20
 TEXTS = ["a short text", LONG_TEXT]
@@ -21,7 +20,7 @@ PAIRS = [("what is a cat?", "a cat is a small animal"), ("hello", LONG_TEXT), ("
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny_models")
+    return tmp_path_factory.mktemp("factory")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +49,7 @@ def test_tokenizer_reload_roundtrip(arch, tiny_root):
 
     path = tm.build_hf_dir(arch, tiny_root)
     reloaded = AutoTokenizer.from_pretrained(path)
-    fresh = tm._TOKENIZER_BUILDERS[arch]()
+    fresh = tm.TOKENIZER_BUILDERS[arch]()
     assert type(reloaded).__name__ == EXPECTED_TOKENIZER_CLASS[arch]
     texts = [
         "Hello world, this is an UNSEEN wörd: zyxqv 🙂 façade! 東京 naïve Ωmega",
@@ -139,7 +138,7 @@ def test_hf_config(arch, tiny_root):
     if arch == "modernbert":
         assert config.num_hidden_layers >= 3
         assert config.local_attention == tm.MODERNBERT_LOCAL_ATTENTION
-        assert "full_attention" in config.layer_types and "sliding_attention" in config.layer_types
+        assert config.layer_types == ["full_attention", "sliding_attention", "full_attention"]
 
 
 def test_hf_dir_errors_and_cache(tiny_root):
@@ -234,10 +233,7 @@ def test_st_options(tiny_root):
     from sentence_transformers import SentenceTransformer
 
     prompts = {"query": "query: ", "document": "passage: "}
-    path = tm.build_st_dir(
-        "bert",
-        tiny_root,
-        pooling_mode=("cls", "mean", "max"),
+    options = dict(
         include_prompt=False,
         dense=16,
         normalize=True,
@@ -246,18 +242,8 @@ def test_st_options(tiny_root):
         max_seq_length=32,
         similarity_fn_name="dot",
     )
-    assert path == tm.build_st_dir(
-        "bert",
-        tiny_root,
-        pooling_mode=["cls", "mean", "max"],
-        include_prompt=False,
-        dense=16,
-        normalize=True,
-        prompts=prompts,
-        default_prompt_name="query",
-        max_seq_length=32,
-        similarity_fn_name="dot",
-    )
+    path = tm.build_st_dir("bert", tiny_root, pooling_mode=("cls", "mean", "max"), **options)
+    assert path == tm.build_st_dir("bert", tiny_root, pooling_mode=["cls", "mean", "max"], **options)
     assert path != tm.build_st_dir("bert", tiny_root)
     model = SentenceTransformer(str(path), device="cpu")
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense", "Normalize"]
@@ -318,3 +304,73 @@ def test_causal_lm(arch, tiny_root):
         logits = model(**inputs).logits
     assert logits.shape == (2, tm.MAX_LEN, len(tok))
     assert torch.isfinite(logits).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tests' re-export, the MiniLM recipe (examples, benchmarks), real sizes, multi-vector pipelines
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_tiny_models_reexports_the_factory():
+    import tiny_models
+
+    for name in tiny_models.__all__:
+        assert getattr(tiny_models, name) is getattr(tm, name), name
+
+
+@pytest.mark.parametrize("size", list(tm.SIZES))
+def test_real_size_configs(size):
+    arch, dims = tm.SIZES[size]
+    tok = tm.load_tokenizer(arch, tokenizer="minilm")
+    config = tm.model_config(arch, tok, tokenizer="minilm", size=size, task="seq-cls", max_len=128)
+    assert {key: getattr(config, key) for key in dims} == dims
+    assert config.vocab_size == len(tok) == 30522
+    assert config.max_position_embeddings == 128 + (2 if arch == "xlm-roberta" else 0)
+    assert config.num_labels == 1
+    assert config.initializer_range == 0.02
+    for field in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+        token_id = getattr(config, field, None)
+        assert token_id is None or 0 <= token_id < len(tok), (field, token_id)  # ModernBERT's defaults are not
+    with pytest.raises(ValueError):
+        tm.dims_for("llama", size)
+    with pytest.raises(ValueError):
+        tm.dims_for(arch, "huge")
+
+
+def test_minilm_decoders(tiny_root):
+    # The reranker examples' models: tiny dims on the embedded tokenizer, its model_max_length 512.
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = tm.build_hf_dir("llama", tiny_root, "seq-cls", tokenizer="minilm")
+    assert path.name == "llama-seq-cls-1labels-minilm"
+    config = AutoConfig.from_pretrained(path)
+    assert config.vocab_size == 30522 and config.hidden_size == 64 and config.max_position_embeddings == 512
+    assert config.pad_token_id == 0  # the sequence-classification head finds each row's last token by it
+    assert AutoTokenizer.from_pretrained(path).model_max_length == 512
+    scores = CrossEncoder(str(path), device="cpu").predict(PAIRS)
+    assert scores.shape == (len(PAIRS),) and np.isfinite(scores).all()
+    causal = AutoConfig.from_pretrained(tm.build_hf_dir("qwen3", tiny_root, "causal-lm", tokenizer="minilm"))
+    assert causal.pad_token_id is None and causal.tie_word_embeddings
+
+
+def test_custom_dims_and_max_len(tiny_root):
+    from transformers import AutoConfig
+
+    dims = dict(hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=96)
+    path = tm.build_hf_dir("bert", tiny_root, size=dims, max_len=32)
+    assert path != tm.build_hf_dir("bert", tiny_root) and path.name.endswith("-len32")
+    config = AutoConfig.from_pretrained(path)
+    assert config.hidden_size == 48 and config.num_hidden_layers == 1 and config.max_position_embeddings == 32
+    st_path = tm.build_st_dir("bert", tiny_root, size=dims, max_len=32)
+    assert st_path != tm.build_st_dir("bert", tiny_root)
+
+
+def test_multi_vector_dir(tiny_root):
+    from sentence_transformers import MultiVectorEncoder
+
+    model = MultiVectorEncoder(str(tm.build_multi_vector_dir("bert", tiny_root, dim=8)), device="cpu")
+    assert [type(m).__name__ for m in model] == ["Transformer", "Dense", "MultiVectorMask", "Normalize"]
+    torch.testing.assert_close(model[1].linear.weight, tm.projection_weight("bert", 32, 8))
+    embeddings = model.encode_document(TEXTS)
+    assert embeddings[0].shape[1] == 8
