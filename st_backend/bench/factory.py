@@ -66,21 +66,21 @@ INIT_RANGE = 0.2
 #: Bump to invalidate caches when a recipe changes.
 RECIPE_VERSION = 1
 
-_SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-_SMALL_DECODER = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+SMALL_ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+SMALL_DECODER = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 #: The test size: config dims of each architecture's tiny model.
 TINY: dict[str, dict[str, Any]] = {
-    "bert": dict(_SMALL, type_vocab_size=2),
-    "xlm-roberta": dict(_SMALL, type_vocab_size=1),
+    "bert": dict(SMALL_ENCODER, type_vocab_size=2),
+    "xlm-roberta": dict(SMALL_ENCODER, type_vocab_size=1),
     "modernbert": dict(  # layer_types: full, sliding, full
-        _SMALL,
+        SMALL_ENCODER,
         num_hidden_layers=3,
         global_attn_every_n_layers=2,
         local_attention=MODERNBERT_LOCAL_ATTENTION,
         classifier_pooling="mean",
     ),
-    "qwen3": dict(_SMALL_DECODER, head_dim=16, intermediate_size=128, tie_word_embeddings=True),
-    "llama": dict(_SMALL_DECODER, intermediate_size=128, tie_word_embeddings=False),
+    "qwen3": dict(SMALL_DECODER, head_dim=16, intermediate_size=128, tie_word_embeddings=True),
+    "llama": dict(SMALL_DECODER, intermediate_size=128, tie_word_embeddings=False),
 }
 _BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 _LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)

@@ -303,6 +303,16 @@ def _llama_tokenizer():
     )
 
 
+def unigram_pieces() -> list[tuple[str, float]]:
+    """The scored Metaspace pieces of the tiny XLM-R Unigram (sentencepiece-like, as DeBERTa-v3's and T5's), without
+    its specials: each family puts its own around them."""
+    import json
+
+    tok = _xlm_roberta_tokenizer()
+    vocab = json.loads(tok.backend_tokenizer.to_str())["model"]["vocab"]
+    return [(piece, score) for piece, score in vocab if piece not in tok.all_special_tokens]
+
+
 #: arch -> a function returning a fresh trained tokenizer (``model_max_length == MAX_LEN``).
 TOKENIZER_BUILDERS = {
     "bert": _bert_tokenizer,

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from ..factory import _SMALL, Family, register_family
-from ..tiny_tokenizers import MAX_LEN, _xlm_roberta_tokenizer
-
-
-def unigram_pieces() -> list[tuple[str, float]]:
-    """The scored Metaspace pieces of the tiny XLM-R Unigram (sentencepiece-like, as DeBERTa-v3's and T5's), without
-    its specials: each family puts its own around them."""
-    import json
-
-    tok = _xlm_roberta_tokenizer()
-    vocab = json.loads(tok.backend_tokenizer.to_str())["model"]["vocab"]
-    return [(piece, score) for piece, score in vocab if piece not in tok.all_special_tokens]
+from ..factory import SMALL_ENCODER, Family, register_family
+from ..tiny_tokenizers import MAX_LEN, unigram_pieces
 
 
 def _deberta_v2_tokenizer():
@@ -31,7 +21,7 @@ register_family(
         "deberta-v2",
         "DebertaV2",
         # Two token types (v3 checkpoints have none) so that a pair's types reaching the model is checked.
-        tiny=dict(_SMALL, type_vocab_size=2),
+        tiny=dict(SMALL_ENCODER, type_vocab_size=2),
         special_ids={"pad_token_id": "pad"},
         tokenizer=_deberta_v2_tokenizer,
         # v3's attention: relative only (no absolute positions), c2p + p2c, log buckets past 8 tokens.

@@ -1,6 +1,6 @@
 """DistilBERT: BERT's tiny WordPiece vocabulary in a DistilBertTokenizer (no token types, like real checkpoints)."""
 
-from ..factory import _SMALL, Family, register_family
+from ..factory import SMALL_ENCODER, Family, register_family
 from ..tiny_tokenizers import MAX_LEN, _bert_tokenizer
 
 
@@ -15,7 +15,7 @@ register_family(
         "distilbert",
         "DistilBert",
         # hidden_size / num_* map to dim / n_*; hidden_dim is DistilBERT's intermediate size.
-        tiny=dict(hidden_size=_SMALL["hidden_size"], num_hidden_layers=2, num_attention_heads=2, hidden_dim=64),
+        tiny=dict(hidden_size=SMALL_ENCODER["hidden_size"], num_hidden_layers=2, num_attention_heads=2, hidden_dim=64),
         special_ids={"pad_token_id": "pad"},
         tokenizer=_distilbert_tokenizer,
     )

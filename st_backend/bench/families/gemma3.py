@@ -8,7 +8,7 @@ use_bidirectional_attention, whose config turns sliding_window 8 into 8 // 2 + 1
 
 import functools
 
-from ..factory import _SMALL_DECODER, Family, register_family
+from ..factory import SMALL_DECODER, Family, register_family
 from ..tiny_tokenizers import MAX_LEN, VOCAB_SIZE, _bpe_vocab, _train_bpe
 from .qwen2 import SLIDING_WINDOW
 
@@ -33,7 +33,7 @@ def _gemma_tokenizer(add_eos: bool):
 
 
 _TINY = dict(
-    _SMALL_DECODER,
+    SMALL_DECODER,
     num_hidden_layers=3,
     head_dim=16,
     intermediate_size=128,

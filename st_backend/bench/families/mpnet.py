@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..factory import _SMALL, Family, register_family
+from ..factory import SMALL_ENCODER, Family, register_family
 from ..tiny_tokenizers import MAX_LEN, _bert_tokenizer
 
 
@@ -23,7 +23,7 @@ register_family(
     Family(
         "mpnet",
         "MPNet",
-        tiny=dict(_SMALL),
+        tiny=dict(SMALL_ENCODER),
         special_ids={"pad_token_id": "pad", "bos_token_id": "bos", "eos_token_id": "eos"},
         tokenizer=_mpnet_tokenizer,
         position_offset=2,  # positions start at padding_idx + 1, as RoBERTa's

@@ -2,7 +2,7 @@
 The tiny size turns sliding windows on from layer 1 (layer_types: full, sliding) with an 8-token window, shorter
 than the test texts."""
 
-from ..factory import _SMALL_DECODER, Family, register_family
+from ..factory import SMALL_DECODER, Family, register_family
 from ..tiny_tokenizers import _qwen3_tokenizer
 
 #: Sliding window of the tiny Qwen2, Mistral and Gemma3 models (tokens, the query included).
@@ -13,7 +13,7 @@ register_family(
         "qwen2",
         "Qwen2",
         tiny=dict(
-            _SMALL_DECODER,
+            SMALL_DECODER,
             intermediate_size=128,
             use_sliding_window=True,
             sliding_window=SLIDING_WINDOW,

@@ -1,7 +1,7 @@
 """RoBERTa: byte-level BPE with <s> <pad> </s> <unk> first and <mask> last, like roberta-base; positions start at
 padding_idx + 1 = 2."""
 
-from ..factory import _SMALL, Family, register_family
+from ..factory import SMALL_ENCODER, Family, register_family
 from ..tiny_tokenizers import MAX_LEN, VOCAB_SIZE, _bpe_vocab, _train_bpe
 
 
@@ -24,7 +24,7 @@ register_family(
     Family(
         "roberta",
         "Roberta",
-        tiny=dict(_SMALL, type_vocab_size=1),
+        tiny=dict(SMALL_ENCODER, type_vocab_size=1),
         special_ids={"pad_token_id": "pad", "bos_token_id": "bos", "eos_token_id": "eos"},
         tokenizer=_roberta_tokenizer,
         position_offset=2,

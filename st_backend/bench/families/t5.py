@@ -4,8 +4,7 @@ relative position bias."""
 from __future__ import annotations
 
 from ..factory import Family, register_family
-from ..tiny_tokenizers import MAX_LEN
-from .deberta_v2 import unigram_pieces
+from ..tiny_tokenizers import MAX_LEN, unigram_pieces
 
 EXTRA_IDS = 4  # sentinels (the real vocab has 100), at the end in reverse order as T5Tokenizer lays them out
 
