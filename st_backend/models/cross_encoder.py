@@ -52,7 +52,7 @@ class CrossEncoder(PackedModel, PoolMixin, sentence_transformers.CrossEncoder):
 
     def engine(self) -> Engine | str:
         """The engine that scores pairs, or the reason this model runs ST's own path."""
-        return self._packed_engine(None, lambda: score_plan(list(self)))
+        return self._packed_engine("score", lambda: score_plan(list(self)))
 
     def _items(self, inputs: list, prompt: str | None):
         engine = self.engine()
