@@ -10,10 +10,11 @@ import pytest
 import sentence_transformers
 import torch
 from compare import assert_rows_close
-from tiny_models import ARCHS, build_st_dir
+from tiny_models import ARCHS, build_hf_dir, build_st_dir
 
 import st_backend
 from st_backend import EngineConfig
+from st_backend.bench.factory import FAMILIES
 from st_backend.engine.attention import PRIORITY, make_backend, probe
 
 pytestmark = [
@@ -65,7 +66,7 @@ def test_every_working_backend_equals_reference(tiny_root, arch, dtype):
     assert ran, f"no backend besides reference works on CUDA for {arch}: {reasons}"
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, *sorted(FAMILIES)])  # every family, packed or grouped
 def test_fp16_encode_equals_plain_st_fp16(tiny_root, arch):
     path = build_st_dir(arch, tiny_root)
     plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()
@@ -73,6 +74,19 @@ def test_fp16_encode_equals_plain_st_fp16(tiny_root, arch):
     got, used = _encode(path, torch.float16, "auto")
     REPORT.setdefault("auto", {})[arch] = used
     assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} fp16 ({used})")
+
+
+# T5's sequence classifier is an encoder-decoder: it runs ST's own path.
+@pytest.mark.parametrize("arch", sorted(set(FAMILIES) - {"t5"}))
+def test_family_cross_encoder_fp16_equals_plain_st_fp16(tiny_root, arch):
+    path = str(build_hf_dir(arch, tiny_root, "seq-cls", num_labels=3))
+    pairs = [(t, TEXTS[-1 - i]) for i, t in enumerate(TEXTS)]
+    plain = sentence_transformers.CrossEncoder(path, device="cuda").half()
+    fast = st_backend.CrossEncoder(path, device="cuda").half()
+    assert not isinstance(fast.engine(), str), fast.engine()
+    want = plain.predict(pairs, convert_to_tensor=True).float()
+    got = fast.predict(pairs, convert_to_tensor=True).float()
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} seq-cls fp16")
 
 
 def test_real_minilm_fp16_equals_plain_st_fp16():
