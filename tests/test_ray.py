@@ -148,3 +148,50 @@ def test_example_writes_parquet(ray_session, default_model_path, tmp_path):
     assert [r["text"] for r in rows] == passages
     want = st_backend.SentenceTransformer(default_model_path, device="cpu").encode_document(passages)
     assert_rows_equal([r["embedding"] for r in rows], want)
+
+
+def test_actor_killed_mid_call_loses_no_row(ray_session, default_model_path, tmp_path):
+    import os
+
+    # Defined here, not at module level: Ray's workers pickle it by value (they cannot import this test module).
+    class DiesOnce(Embed):
+        """Embed whose actor process exits, once across the run, in the middle of its second batch (a marker file
+        says it has died), as an actor killed mid-call would."""
+
+        def __init__(self, marker: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.marker, self.calls = Path(marker), 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            if self.calls == 2 and not self.marker.exists():
+                self.marker.write_text(str(__import__("os").getpid()))
+                __import__("os")._exit(1)
+            return super().__call__(batch)
+
+    items = texts(160)
+    want = st_backend.SentenceTransformer(default_model_path, device="cpu").encode_document(items)
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(items)], override_num_blocks=4)
+    marker = tmp_path / "died"
+    out = ds.map_batches(
+        DiesOnce,
+        fn_constructor_kwargs={
+            "marker": str(marker),
+            "model": default_model_path,
+            "role": "document",
+            "device": "cpu",
+        },
+        batch_size=16,
+        compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=ACTOR_CPUS,
+        batch_format="pyarrow",
+        max_restarts=-1,  # Ray restarts the dead actor and runs its batch again
+        max_task_retries=-1,
+    ).take_all()
+    assert marker.exists(), "no actor died: the test did not test anything"
+    dead = int(marker.read_text())
+    rows = by_id(out)
+    assert [r["id"] for r in rows] == list(range(len(items)))  # every row once: none lost, none doubled
+    assert_rows_equal([r["embedding"] for r in rows], want)
+    with pytest.raises(ProcessLookupError):
+        os.kill(dead, 0)
