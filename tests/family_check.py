@@ -59,6 +59,12 @@ def check_embedder(arch: str, root, caplog, poolings=("mean", "cls", ("cls", "me
         with caplog.at_level(logging.WARNING, logger="st_backend"):
             for batch_size in (32, 1, 3):
                 assert_rows_close(fast.encode(TEXTS, batch_size=batch_size), want, what=f"{pooling} bs={batch_size}")
+            # Batches are cut by the token budget, not batch_size: a small budget and another order change them.
+            small = st_backend.SentenceTransformer(
+                path, device="cpu", engine=st_backend.EngineConfig(max_batch_tokens=64)
+            )
+            order = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4]
+            assert_rows_close(small.encode([TEXTS[i] for i in order]), want[order], what=f"{pooling} small batches")
         _no_fallback(caplog)
         # Token embeddings of a left-padding tokenizer run ST's own path by design (batch-dependent pad rows).
         tokens = fast.encode(TEXTS[:4], output_value="token_embeddings")

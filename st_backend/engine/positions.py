@@ -41,3 +41,14 @@ def classify_first_token(model, hidden: torch.Tensor, batch: PackedBatch) -> tor
     ``*ClassificationHead``: XLM-R, RoBERTa, CamemBERT, ELECTRA): handed each sequence's first token as a
     one-token sequence."""
     return model.classifier(hidden[first_tokens(batch)][:, None])
+
+
+def non_pad_positions(batch: PackedBatch, pad_token_id: int) -> torch.Tensor:
+    """RoBERTa-style position ids on a packed row, as its own create_position_ids_from_input_ids computes them per
+    sequence: a pad id counts no position and takes padding_idx itself (a text may hold the literal pad token), the
+    others padding_idx + 1 + the non-pad tokens before them in their sequence."""
+    real = (batch.input_ids != pad_token_id).long()
+    count = real.cumsum(0)
+    starts = batch.cu_seqlens[:-1].long()
+    before = (count - real)[starts]  # non-pad tokens ahead of each sequence in the row
+    return (count - before[batch.seq_ids]) * real + pad_token_id

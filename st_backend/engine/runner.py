@@ -11,6 +11,7 @@ from . import hf
 from .architectures import ArchSpec
 from .attention import AttentionBackend, choose, register
 from .packing import PackedBatch
+from .positions import non_pad_positions
 from .prefix import PrefixCache
 from .rewrites import compile_options, rewrites_for
 
@@ -58,11 +59,15 @@ class PackedRunner:
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""
+        if self.arch.pad_positions:
+            positions = non_pad_positions(batch, self.model.config.pad_token_id)
+        elif self.position_offset:
+            positions = batch.position_ids + self.position_offset
+        else:
+            positions = batch.position_ids
         kwargs = {
             "input_ids": batch.input_ids[None],
-            "position_ids": (batch.position_ids + self.position_offset if self.position_offset else batch.position_ids)[
-                None
-            ],
+            "position_ids": positions[None],
             "cu_seq_lens_q": batch.cu_seqlens,
             "cu_seq_lens_k": batch.cu_seqlens,
             "max_length_q": batch.max_len,

@@ -61,13 +61,11 @@ class Served:
 
 
 def _name(path: str, taken: set[str]) -> str:
-    """The served name: the embedded model's own name, else the folder's (made unique)."""
-    from ..default_model import DEFAULT_MODEL_NAME, resolve_model
+    """The served name: the model an alias names ("default": the embedded model's own name; a PyPI-shipped
+    model's name), else the folder's (made unique)."""
+    from ..default_model import model_alias
 
-    if resolve_model(path) != path:  # "default" and the embedded model's other aliases
-        base = DEFAULT_MODEL_NAME
-    else:
-        base = os.path.basename(os.path.normpath(path)) or path
+    base = model_alias(path) or os.path.basename(os.path.normpath(path)) or path
     name, i = base, 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1

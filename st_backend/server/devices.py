@@ -141,27 +141,34 @@ class DevicePool:
         with self.lock:
             self.stopping = True
             self.lock.notify_all()
-        if self.supervisor.is_alive():
+        # No spawn follows once stopping is set (_spawn checks it under the lock), so after this join nothing
+        # replaces a device's process or pipe under us; it may take a _died of ~10 s.
+        while self.supervisor.is_alive():
             self.supervisor.join(STOP_GRACE_S)
         for d in self.devices:
-            if d.conn is not None and d.send_lock.acquire(timeout=1.0):
+            conn = d.conn
+            if conn is not None and d.send_lock.acquire(timeout=1.0):
                 try:
-                    d.conn.send(("stop",))
-                except OSError:
+                    conn.send(("stop",))
+                except Exception:  # a pipe closed under us: the process is gone or going
                     pass
                 finally:
                     d.send_lock.release()
         deadline = time.monotonic() + STOP_GRACE_S
         for d in self.devices:
-            if d.process is None:
+            process = d.process
+            if process is None:
                 continue
-            d.process.join(max(0.0, deadline - time.monotonic()))
-            if d.process.exitcode is None:
-                d.process.kill()
-                d.process.join(5)
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join(5)
             self._release(d, "stopped", "the server is shutting down")
 
     def _spawn(self, d: Device) -> None:
+        with self.lock:
+            if self.stopping:  # stop() is reaping the processes: start none it would not see
+                return
         parent, child = self.ctx.Pipe()
         spec = {**self.spec, "device": d.name, "label": d.label, "threads": self.threads}
         process = self.ctx.Process(

@@ -9,4 +9,11 @@ from . import ArchSpec, register
 _ENCODER = ArchSpec("t5", family="T5 encoder", runner="grouped")
 
 # T5EncoderModel sets is_encoder_decoder = False on the config it is built with.
-register(replace(_ENCODER, resolve=lambda config: None if config.is_encoder_decoder else _ENCODER))
+register(
+    replace(
+        _ENCODER,
+        resolve=lambda config: (
+            "an encoder-decoder (only T5's encoder is packed)" if config.is_encoder_decoder else _ENCODER
+        ),
+    )
+)
