@@ -4,6 +4,7 @@ end died). Answers travel as numpy arrays (see ``pack``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -111,8 +112,19 @@ def serve_device(conn, spec: dict) -> None:
         except Exception as exc:
             logger.exception("st_backend server: call on %s failed", spec["device"])
             reply = ("error", call_id, _portable(exc))
+            if _device_is_broken(exc):  # every later call here would fail too: answer, then let it be restarted
+                with contextlib.suppress(OSError):
+                    conn.send(reply)
+                _exit(1)
         try:
             conn.send(reply)
         except OSError:
             break
     _exit(0)
+
+
+def _device_is_broken(exc: BaseException) -> bool:
+    """A CUDA error that leaves the process's context unusable (illegal address, device-side assert, ...): the
+    device answers every later call with it, so the process exits and the supervisor starts a fresh one."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return (accelerator_error is not None and isinstance(exc, accelerator_error)) or "CUDA error" in str(exc)

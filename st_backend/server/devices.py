@@ -316,8 +316,14 @@ class DevicePool:
         try:
             with send_lock:
                 conn.send(("call", call_id, model, key, rows))
-        except OSError:
-            pass  # it died meanwhile: the supervisor answers the slot as lost
+        except (OSError, TypeError, ValueError) as exc:
+            if conn.closed or isinstance(exc, OSError):
+                pass  # it died meanwhile (its pipe closed under us): the supervisor answers the slot as lost
+            else:
+                with self.lock:
+                    if d.pending.pop(call_id, None) is not None:
+                        d.outstanding -= tokens
+                raise
         except BaseException:  # nothing was sent (rows that do not pickle): nothing to wait for
             with self.lock:
                 if d.pending.pop(call_id, None) is not None:

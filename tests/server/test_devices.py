@@ -250,3 +250,12 @@ def test_cli_sigterm_to_the_group_drains_and_stops_the_device(tiny_embedder):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the device process too
             proc.wait()
+
+
+def test_a_broken_cuda_context_ends_the_device_process():
+    # The process answers the call, then exits so the supervisor starts a fresh one (every later call would fail).
+    from st_backend.server.device_process import _device_is_broken
+
+    assert _device_is_broken(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not _device_is_broken(ValueError("input 3 is empty"))
+    assert not _device_is_broken(RuntimeError("shape mismatch"))
