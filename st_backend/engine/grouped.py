@@ -20,7 +20,7 @@ from .architectures import ArchSpec
 from .attention import AttentionBackend
 from .packing import PackedBatch
 from .prefix import PrefixCache
-from .rewrites import compile_options
+from .rewrites import compiled
 from .runner import RUNNERS, ModelState
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,7 @@ class GroupedRunner:
         self.heads = int(getattr(config, "num_attention_heads", 1) or 1)
         self.hidden = int(config.hidden_size)
         self.pad_id = getattr(config, "pad_token_id", None) or 0
-        mode = compile if isinstance(compile, str) else None
-        options, self.rewrite_pass = compile_options(mode, rewrites if compile else ())
-        if not compile:
-            self._call = model
-        elif options is None:
-            self._call = torch.compile(model, dynamic=True, mode=mode)
-        else:
-            self._call = torch.compile(model, dynamic=True, options=options)
+        self._call, self.rewrite_pass = compiled(model, compile, rewrites)
         logger.info("st_backend: %s runs %s (%s)", config.model_type, self.label, self.backend.name)
 
     @property

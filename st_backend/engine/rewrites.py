@@ -118,3 +118,15 @@ def compile_options(mode: str | None, names: tuple[str, ...]) -> tuple[dict | No
     options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
     options["pre_grad_custom_pass"] = rewrite_pass
     return options, rewrite_pass
+
+
+def compiled(module: torch.nn.Module, compile: bool | str, rewrites: tuple[str, ...]):
+    """(callable, rewrite pass): ``module`` itself, or under ``torch.compile(dynamic=True)`` (token counts change
+    every batch: one dynamic-shape graph instead of a recompile per shape) with ``compile``'s mode and the rewrites."""
+    if not compile:
+        return module, None
+    mode = compile if isinstance(compile, str) else None
+    options, rewrite_pass = compile_options(mode, rewrites)
+    if options is None:
+        return torch.compile(module, dynamic=True, mode=mode), rewrite_pass
+    return torch.compile(module, dynamic=True, options=options), rewrite_pass

@@ -13,7 +13,7 @@ from .attention import AttentionBackend, choose, register
 from .packing import PackedBatch
 from .positions import non_pad_positions
 from .prefix import PrefixCache
-from .rewrites import compile_options, rewrites_for
+from .rewrites import compiled, rewrites_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +47,7 @@ class PackedRunner:
         self.state = ModelState(model)
         self.position_offset = arch.position_offset(model.config)
         self.prefixes = PrefixCache(self.model, self.position_offset)
-        # Token counts change every batch: one dynamic-shape graph instead of a recompile per shape.
-        mode = compile if isinstance(compile, str) else None
-        options, self.rewrite_pass = compile_options(mode, rewrites if compile else ())
-        if not compile:
-            self._call = self.model
-        elif options is None:
-            self._call = torch.compile(self.model, dynamic=True, mode=mode)
-        else:
-            self._call = torch.compile(self.model, dynamic=True, options=options)
+        self._call, self.rewrite_pass = compiled(self.model, compile, rewrites)
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""
