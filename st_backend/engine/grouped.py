@@ -86,7 +86,7 @@ class GroupedRunner:
         self.model = model
         self.state = ModelState(model)
         self.shares_prefixes = False  # a shared prefix's keys would need a packed kernel
-        self.prefixes = PrefixCache(model, 0)  # cleared by the engine each call, never filled
+        self.prefixes = PrefixCache(model)  # cleared by the engine each call, never filled
         config = model.config
         self.heads = int(getattr(config, "num_attention_heads", 1) or 1)
         self.hidden = int(config.hidden_size)

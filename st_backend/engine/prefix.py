@@ -32,9 +32,8 @@ class PrefixCache:
     """Per-layer keys and values of the current call's shared prefix (one per call: engine.forward_all), computed
     with the eager model and the packed backend."""
 
-    def __init__(self, model: torch.nn.Module, position_offset: int) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
         self.model = model  # the runner's packed view (its config names the packed backend)
-        self.position_offset = position_offset
         self._entry: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def clear(self) -> None:
@@ -56,7 +55,7 @@ class PrefixCache:
         with torch.no_grad():
             self.model(
                 input_ids=torch.as_tensor(ids, dtype=torch.long, device=device)[None],
-                position_ids=(torch.arange(size, device=device) + self.position_offset)[None],
+                position_ids=torch.arange(size, device=device)[None],  # decoders only: positions from 0
                 cu_seq_lens_q=cu,
                 cu_seq_lens_k=cu,
                 max_length_q=size,

@@ -45,16 +45,13 @@ class PackedRunner:
         self.attn_name = register(backend)
         self.model = hf.packed_view(model, self.attn_name)
         self.state = ModelState(model)
-        self.position_offset = arch.position_offset(model.config)
-        self.prefixes = PrefixCache(self.model, self.position_offset)
+        self.prefixes = PrefixCache(self.model)
         self._call, self.rewrite_pass = compiled(self.model, compile, rewrites)
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""
         if self.arch.pad_positions:
             positions = non_pad_positions(batch, self.model.config.pad_token_id)
-        elif self.position_offset:
-            positions = batch.position_ids + self.position_offset
         else:
             positions = batch.position_ids
         kwargs = {

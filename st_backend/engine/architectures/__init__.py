@@ -18,16 +18,14 @@ class ArchSpec:
 
     causal: decoder (causal attention, last-token heads).
     classify: the sequence-classification head, as its *ForSequenceClassification forward computes it.
-    position_offset: added to 0-based positions (RoBERTa-family embeddings start at padding_idx + 1).
-    pad_positions: positions count only non-pad tokens, a pad id taking padding_idx (RoBERTa's
-        create_position_ids_from_input_ids: a text may hold the literal pad token).
+    pad_positions: RoBERTa-family positions (create_position_ids_from_input_ids): padding_idx + 1 on, counting only
+        non-pad tokens, a pad id taking padding_idx (a text may hold the literal pad token); else 0-based.
     token_type_ids: the forward takes token types (BERT pairs need them).
     windows: the sliding windows (tokens each side) its layers use, besides full attention.
     """
 
     model_type: str
     causal: bool = False
-    position_offset: Callable[[PretrainedConfig], int] = lambda config: 0
     token_type_ids: bool = False
     pad_positions: bool = False
     windows: Callable[[PretrainedConfig], tuple[int, ...]] = lambda config: ()

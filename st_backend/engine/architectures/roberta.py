@@ -8,7 +8,6 @@ for _model_type, _family in (("xlm-roberta", "XLM-RoBERTa"), ("roberta", "RoBERT
     register(
         ArchSpec(
             _model_type,
-            position_offset=lambda config: config.pad_token_id + 1,
             pad_positions=True,
             family=_family,
             classify=classify_first_token,
