@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import sentence_transformers
 from compare import assert_rows_close
 from tiny_models import build_hf_dir, build_st_dir
@@ -65,6 +66,8 @@ def check_embedder(arch: str, root, caplog, poolings=("mean", "cls", ("cls", "me
             )
             order = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4]
             assert_rows_close(small.encode([TEXTS[i] for i in order]), want[order], what=f"{pooling} small batches")
+            one = [fast.encode(text) for text in TEXTS]  # one text per call: a batch of one sequence
+            assert_rows_close(np.stack(one), want, what=f"{pooling} one text per call")
         _no_fallback(caplog)
         # Token embeddings of a left-padding tokenizer run ST's own path by design (batch-dependent pad rows).
         tokens = fast.encode(TEXTS[:4], output_value="token_embeddings")

@@ -51,7 +51,7 @@ def test_every_working_backend_equals_reference(tiny_root, arch, dtype):
     ran = []
     for torch_ops in (False, True):
         plan = st_backend.SentenceTransformer(str(path), device="cuda").engine_for(None).plan
-        kinds = plan.arch.layer_kinds(plan.hf_model.config)
+        kinds = plan.arch.layer_kinds(plan.model.config)
         reasons = probe(torch.device("cuda"), dtype, kinds, torch_ops).reasons
         for name in PRIORITY:
             key = (name, torch_ops and name == "xformers")  # the option only changes xformers
@@ -200,3 +200,49 @@ def test_compiled_fp16_with_rewrites_equals_plain_st_fp16(tiny_root, arch):
     else:
         assert counts["linear_gelu"] == 0
         assert runner.backend.name == "varlen"
+
+
+GRAPH_ARCHS = ("bert", "xlm-roberta", "modernbert", "qwen3", "mistral", "gemma3_text")
+
+
+@pytest.mark.parametrize("arch", GRAPH_ARCHS)
+def test_cuda_graphs_replay_small_batches_equal_plain_st_fp16(tiny_root, arch):
+    """One text per call, and calls of a few: the replayed graphs (buckets padded by filler sequences) equal
+    plain ST in fp16 and the eager forward; rows do not depend on which bucket a text landed in."""
+    path = build_st_dir(arch, tiny_root)
+    plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()
+    want = plain.encode(TEXTS, convert_to_tensor=True).float()
+    eager = st_backend.SentenceTransformer(str(path), device="cuda", engine=EngineConfig(cuda_graphs=False)).half()
+    fast = st_backend.SentenceTransformer(str(path), device="cuda").half()
+    calls = [TEXTS[i : i + size] for size in (1, 3) for _ in range(3) for i in range(0, len(TEXTS), size)]
+    for texts in calls:  # every bucket these land in is seen three times: captured, then replayed
+        fast.encode(texts)
+    got = torch.cat([fast.encode(TEXTS[i : i + 1], convert_to_tensor=True) for i in range(len(TEXTS))]).float()
+    triples = torch.cat([fast.encode(TEXTS[i : i + 3], convert_to_tensor=True) for i in range(0, len(TEXTS), 3)])
+    tokens = fast.encode(TEXTS[5:6], output_value="token_embeddings")[0].float()
+    graphs = fast.engine_for(None).runner(fast.device).graphs
+    REPORT.setdefault("cuda_graphs", {})[arch] = graphs.describe()
+    assert graphs.reason is None and graphs.replays > 0, graphs.describe()
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} graphs, one per call")
+    assert_rows_close(triples.float(), want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} graphs, three")
+    ref = eager.encode(TEXTS, convert_to_tensor=True).float()
+    assert_rows_close(got, ref, min_cosine=0.9999, max_abs=float("inf"), what=f"{arch} graphs vs eager")
+    want_tokens = plain.encode(TEXTS[5:6], output_value="token_embeddings")[0].float()
+    assert_rows_close(tokens, want_tokens, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} token rows")
+
+
+def test_cuda_graphs_from_many_threads_equal_one_thread(tiny_root):
+    """Replays share static buffers: concurrent callers (a server's) must each get their own rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = build_st_dir("bert", tiny_root)
+    fast = st_backend.SentenceTransformer(str(path), device="cuda").half()
+    for _ in range(3):
+        for t in TEXTS:
+            fast.encode(t)
+    want = [fast.encode(t, convert_to_tensor=True).float() for t in TEXTS]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: fast.encode(t, convert_to_tensor=True).float(), TEXTS * 4))
+    assert fast.engine_for(None).runner(fast.device).graphs.replays > len(TEXTS)
+    for i, row in enumerate(got):
+        assert_rows_close(row[None], want[i % len(TEXTS)][None], min_cosine=0.9999, max_abs=float("inf"), what=f"{i}")

@@ -70,6 +70,7 @@ def engine_config(args):
         tokenizer_processes=args.tokenizer_processes,
         profile=args.profile,
         packed=not args.fallback,
+        cuda_graphs=not args.no_cuda_graphs,
     )
 
 
@@ -93,7 +94,7 @@ def load_models(args, device: torch.device, dtype: torch.dtype):
     tuned = engine_config(args)
     fast = getattr(st_backend, task.plain_class)(path, device=str(device), engine=tuned, **fast_kwargs).to(dtype)
     default = fast
-    untuned = EngineConfig(packed=not args.fallback)
+    untuned = EngineConfig(packed=not args.fallback, cuda_graphs=not args.no_cuda_graphs)
     if tuned != untuned:
         default = getattr(st_backend, task.plain_class)(path, device=str(device), engine=untuned, **fast_kwargs)
         default = default.to(dtype)

@@ -56,6 +56,10 @@ class EngineConfig:
         reuse their output buffers at the next batch, while the engine keeps every batch's outputs).
     rewrites: graph rewrites applied when ``compile`` is on (``engine/rewrites.py``). None: those measured to pay
         on the device (on CUDA, Linear + GELU on eager PyTorch's kernels); () turns them off.
+    cuda_graphs: on CUDA, replay a captured CUDA graph of the forward for small batches (up to 512 tokens and
+        16 inputs, padded to a bucket by filler sequences attention keeps apart: engine/graphs.py), as serving
+        engines do for decode steps; one query per call is then no longer launch-bound. A bucket is captured
+        at its third batch. Not with ``compile``. False runs every batch eagerly.
     shared_prefix: run the head every input of a call starts with once per call and reuse its keys/values in
         every input's attention (vLLM's prefix caching): causal LM rerankers with a score template, and causal
         embedders pooled at the last token with a prompt or template.
@@ -75,6 +79,7 @@ class EngineConfig:
     compile: bool | str = False
     rewrites: tuple[str, ...] | None = None
     shared_prefix: bool = True
+    cuda_graphs: bool = True
     profile: bool = False
     packed: bool = True
 
@@ -95,7 +100,7 @@ class EngineConfig:
             if not _is_int(value) or value < least:
                 raise ValueError(f"EngineConfig.{name} must be an integer >= {least} or None, got {_shown(value)}")
             object.__setattr__(self, name, int(value))
-        for name in ("xformers_torch_ops", "shared_prefix", "profile", "packed"):
+        for name in ("xformers_torch_ops", "shared_prefix", "cuda_graphs", "profile", "packed"):
             value = getattr(self, name)
             if not isinstance(value, bool | np.bool_):
                 raise ValueError(f"EngineConfig.{name} must be True or False, got {_shown(value)}")

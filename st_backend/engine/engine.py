@@ -87,6 +87,7 @@ class Engine:
             "attention_backend": runner.backend.name,
             "shared_prefixes": runner.shares_prefixes,
             "compile": self.config.compile,
+            "cuda_graphs": runner.graphs.describe() if runner.graphs is not None else "off",
             "rewrites": dict(rewrites.counts) if rewrites is not None else {},
             "token_budget": self.token_budget(device),
             "tokenizer_processes": self.config.processes(device),

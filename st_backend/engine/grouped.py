@@ -71,6 +71,7 @@ class GroupedRunner:
 
     label = "grouped by length, the model's own attention (relative position bias)"
     uses_backend = False  # RunnerCache probes no packed kernel for it
+    graphs = None  # no CUDA graphs: its buckets' shapes change with every batch
 
     def __init__(
         self,
@@ -125,6 +126,11 @@ class GroupedRunner:
             raise RuntimeError("the grouped runner takes no shared prefix (shares_prefixes is False)")
         ids = batch.input_ids
         types = batch.token_type_ids if self.arch.token_type_ids else None
+        if len(batch.host_lengths) == 1:  # one input (a single query): its own (1, L) call, nothing to gather
+            kwargs = {"input_ids": ids[None], "attention_mask": torch.ones_like(ids)[None]}
+            if types is not None:
+                kwargs["token_type_ids"] = types[None]
+            return self._call(**kwargs, return_dict=True).last_hidden_state[0]
         dtype = next(self.model.parameters()).dtype
         out = torch.empty(batch.num_tokens, self.hidden, dtype=dtype, device=ids.device)
         for b in self.plan(batch, ids.device):

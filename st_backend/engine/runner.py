@@ -10,6 +10,7 @@ import torch
 from . import hf
 from .architectures import ArchSpec
 from .attention import AttentionBackend, choose, register
+from .graphs import CudaGraphs
 from .packing import PackedBatch
 from .positions import non_pad_positions
 from .prefix import PrefixCache
@@ -36,6 +37,7 @@ class PackedRunner:
         compile: bool | str = False,
         rewrites: tuple[str, ...] = (),
         shared_prefix: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         self.arch = arch
         self.backend = backend
@@ -47,6 +49,9 @@ class PackedRunner:
         self.state = ModelState(model)
         self.prefixes = PrefixCache(self.model)
         self._call, self.rewrite_pass = compiled(self.model, compile, rewrites)
+        device = next(model.parameters()).device
+        # Small batches replay captured graphs (engine/graphs.py); a compiled forward keeps its own.
+        self.graphs = CudaGraphs(self.model, device) if cuda_graphs and device.type == "cuda" and not compile else None
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""
@@ -79,7 +84,12 @@ class PackedRunner:
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """-> (total_tokens, hidden) last hidden states of the packed row."""
-        return self._call(**self.inputs(batch), return_dict=True).last_hidden_state[0]
+        kwargs = self.inputs(batch)
+        if self.graphs is not None:
+            hidden = self.graphs.run(kwargs, batch.host_lengths)
+            if hidden is not None:
+                return hidden
+        return self._call(**kwargs, return_dict=True).last_hidden_state[0]
 
 
 #: ArchSpec.runner -> the class that runs one batch of that architecture (same constructor and ``forward`` as
@@ -157,6 +167,7 @@ class RunnerCache:
             compile=self.config.compile,
             rewrites=rewrites,
             shared_prefix=result.shared_prefix.get(backend.name, False),
+            cuda_graphs=self.config.cuda_graphs,
         )
 
 

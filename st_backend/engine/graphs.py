@@ -1,0 +1,144 @@
+"""CUDA graphs for small packed batches.
+
+One query per call is launch and Python overhead, not arithmetic: transformers' eager forward of a six-layer
+encoder launches over a hundred kernels from Python. A small batch is padded to a bucket (tokens, sequences)
+with filler sequences of its own, which the packed attention keeps apart from the real ones, so the real rows
+are those of the unpadded batch up to rounding; one captured graph per bucket is then replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512)
+SEQUENCE_BUCKETS = (1, 2, 4, 8, 16)
+# A bucket is captured at its third batch, so a large call's one-off tail batch never pays a capture.
+CAPTURE_AFTER = 2
+# The model's inputs a graph holds a static copy of (each (1, tokens)); a batch with any other tensor input
+# (a shared prefix's keys) runs eagerly.
+TOKEN_INPUTS = ("input_ids", "position_ids", "token_type_ids")
+LAYOUT_INPUTS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def bucket(tokens: int, sequences: int) -> tuple[int, int] | None:
+    """The (tokens, sequences) a batch is padded to, or None when it is too large for a graph. Each filler
+    sequence holds at least one token: tokens + filler sequences must fit."""
+    seqs = next((b for b in SEQUENCE_BUCKETS if b >= sequences), None)
+    if seqs is None:
+        return None
+    need = tokens + seqs - sequences + 1
+    size = next((b for b in TOKEN_BUCKETS if b >= need), None)
+    return None if size is None else (size, seqs)
+
+
+def padded_cu_seqlens(lengths: np.ndarray, tokens: int, sequences: int) -> np.ndarray:
+    """(sequences + 2,) int32 offsets: the real inputs', then ``sequences - len(lengths)`` one-token fillers,
+    then one filler holding the rest of the ``tokens``."""
+    real = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=real[1:])
+    fillers = real[-1] + np.arange(1, sequences - len(lengths) + 1, dtype=np.int64)
+    return np.concatenate([real, fillers, [tokens]]).astype(np.int32)
+
+
+class StaticInputs:
+    """The fixed-shape inputs of one bucket: a batch's token inputs copied into the first rows, the layout
+    covering the filler rows. Also what a CPU test runs eagerly to check that fillers leave real rows alone."""
+
+    def __init__(self, kwargs: dict, tokens: int, sequences: int, device: torch.device) -> None:
+        self.tokens, self.sequences = tokens, sequences
+        self.tensors = {
+            name: torch.zeros((1, tokens), dtype=kwargs[name].dtype, device=device)
+            for name in TOKEN_INPUTS
+            if name in kwargs
+        }
+        self.cu = torch.zeros(sequences + 2, dtype=torch.int32, device=device)
+        self.extra = {k: v for k, v in kwargs.items() if k not in self.tensors and k not in LAYOUT_INPUTS}
+
+    @staticmethod
+    def fits(kwargs: dict) -> bool:
+        """Whether a graph can take these inputs: no tensor beyond the token inputs and the layout."""
+        return all(k in TOKEN_INPUTS or k in LAYOUT_INPUTS or not torch.is_tensor(v) for k, v in kwargs.items())
+
+    def fill(self, kwargs: dict, lengths: np.ndarray) -> None:
+        n = int(lengths.sum())
+        for name, static in self.tensors.items():
+            static[:, :n].copy_(kwargs[name])
+        self.cu.copy_(torch.from_numpy(padded_cu_seqlens(lengths, self.tokens, self.sequences)))
+
+    @property
+    def kwargs(self) -> dict:
+        layout = {"cu_seq_lens_q": self.cu, "cu_seq_lens_k": self.cu}
+        return {**self.tensors, **layout, "max_length_q": self.tokens, "max_length_k": self.tokens, **self.extra}
+
+
+class _Graph:
+    """One captured forward over filled StaticInputs."""
+
+    def __init__(self, call, inputs: StaticInputs, device: torch.device) -> None:
+        self.inputs = inputs
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up outside the capture (cuBLAS workspaces, lazy inits)
+            for _ in range(2):
+                call(**inputs.kwargs, return_dict=True)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: tokenizer threads pinning memory meanwhile do not break the capture.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.output = call(**inputs.kwargs, return_dict=True).last_hidden_state[0]
+
+    def run(self, kwargs: dict, lengths: np.ndarray) -> torch.Tensor:
+        self.inputs.fill(kwargs, lengths)
+        self.graph.replay()
+        # The graph's output buffer is overwritten at its next replay: the caller keeps a copy.
+        return self.output[: int(lengths.sum())].clone()
+
+
+class CudaGraphs:
+    """Captured forwards of one runner's model, one per bucket and set of inputs; None from ``run`` means run
+    eagerly. A failed capture turns graphs off for the runner (``reason`` says why, ``st-backend info`` shows)."""
+
+    def __init__(self, call, device: torch.device) -> None:
+        self.call = call
+        self.device = device
+        self.graphs: dict[tuple, _Graph] = {}
+        self.seen: Counter = Counter()
+        self.replays = 0
+        self.reason: str | None = None
+        self._lock = threading.Lock()  # one replay at a time: the static buffers are shared
+
+    def run(self, kwargs: dict, lengths: np.ndarray) -> torch.Tensor | None:
+        if self.reason is not None or not StaticInputs.fits(kwargs):
+            return None
+        size = bucket(int(lengths.sum()), len(lengths))
+        if size is None:
+            return None
+        key = (*size, tuple(sorted(k for k in TOKEN_INPUTS if k in kwargs)))
+        with self._lock:
+            graph = self.graphs.get(key)
+            if graph is None:
+                self.seen[key] += 1
+                if self.seen[key] <= CAPTURE_AFTER:
+                    return None
+                try:
+                    inputs = StaticInputs(kwargs, *size, self.device)
+                    inputs.fill(kwargs, lengths)
+                    graph = self.graphs[key] = _Graph(self.call, inputs, self.device)
+                except Exception as exc:  # the model does something a graph cannot hold (a host sync, say)
+                    self.reason = f"capture failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                    logger.warning("st_backend: CUDA graphs off for this model: %s", self.reason)
+                    return None
+            self.replays += 1
+            return graph.run(kwargs, lengths)
+
+    def describe(self) -> str:
+        if self.reason is not None:
+            return f"off: {self.reason}"
+        return f"on ({len(self.graphs)} captured, {self.replays} replays)"
