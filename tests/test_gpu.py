@@ -246,3 +246,13 @@ def test_cuda_graphs_from_many_threads_equal_one_thread(tiny_root):
     assert fast.engine_for(None).runner(fast.device).graphs.replays > len(TEXTS)
     for i, row in enumerate(got):
         assert_rows_close(row[None], want[i % len(TEXTS)][None], min_cosine=0.9999, max_abs=float("inf"), what=f"{i}")
+
+
+def test_no_cuda_graphs_for_a_backend_that_reads_its_layout_on_the_host(tiny_root):
+    """The reference backend (and xformers: its mask is built from host lengths and cached) would replay the
+    capture's layout: such backends run eagerly."""
+    path = build_st_dir("bert", tiny_root)
+    fast = st_backend.SentenceTransformer(str(path), device="cuda", engine=EngineConfig(attention="reference"))
+    for _ in range(4):
+        fast.encode(TEXTS[3])
+    assert fast.engine_for(None).runner(fast.device).graphs is None

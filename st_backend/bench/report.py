@@ -14,6 +14,8 @@ def format_report(r: dict) -> str:
         for name, row in r["latency"].items():
             lines.append(f"  {name:12s} p50 {row['p50_ms']:8.3f} ms   p99 {row['p99_ms']:8.3f} ms")
         lines.append(f"st_backend no slower than plain ST at p50 and p99: {'yes' if r['latency_ok'] else 'NO'}")
+        if "cuda_graphs" in r.get("engine", {}):
+            lines.append(f"CUDA graphs: {r['engine']['cuda_graphs']}")
         return "\n".join(lines)
     unit = "pairs" if r["task"] == "rerank" else "texts"
     head += f", attention {r['attention_backend']}"

@@ -129,7 +129,8 @@ def run_bench(args) -> dict:
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "fn"},
     }
     if args.latency:
-        return {**report, **latency(task, plain, default, inputs, args.latency, device)}
+        timings = latency(task, plain, default, inputs, args.latency, device)
+        return {**report, **timings, "engine": describe(default, args.task)}
     lengths = np.asarray(task.tokens(fast, inputs))
     n_tokens = int(lengths.sum())
     calls = {"plain ST default call": lambda: task.default_call(plain, inputs)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -111,6 +112,7 @@ class CudaGraphs:
         self.graphs: dict[tuple, _Graph] = {}
         self.seen: Counter = Counter()
         self.replays = 0
+        self.capture_seconds = 0.0
         self.reason: str | None = None
         self._lock = threading.Lock()  # one replay at a time: the static buffers are shared
 
@@ -127,6 +129,7 @@ class CudaGraphs:
                 self.seen[key] += 1
                 if self.seen[key] <= CAPTURE_AFTER:
                     return None
+                start = time.perf_counter()
                 try:
                     inputs = StaticInputs(kwargs, *size, self.device)
                     inputs.fill(kwargs, lengths)
@@ -135,10 +138,12 @@ class CudaGraphs:
                     self.reason = f"capture failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
                     logger.warning("st_backend: CUDA graphs off for this model: %s", self.reason)
                     return None
+                finally:
+                    self.capture_seconds += time.perf_counter() - start
             self.replays += 1
             return graph.run(kwargs, lengths)
 
     def describe(self) -> str:
         if self.reason is not None:
             return f"off: {self.reason}"
-        return f"on ({len(self.graphs)} captured, {self.replays} replays)"
+        return f"on ({len(self.graphs)} captured in {self.capture_seconds:.2f} s, {self.replays} replays)"

@@ -51,7 +51,8 @@ class PackedRunner:
         self._call, self.rewrite_pass = compiled(self.model, compile, rewrites)
         device = next(model.parameters()).device
         # Small batches replay captured graphs (engine/graphs.py); a compiled forward keeps its own.
-        self.graphs = CudaGraphs(self.model, device) if cuda_graphs and device.type == "cuda" and not compile else None
+        graphs = cuda_graphs and device.type == "cuda" and not compile and backend.cuda_graphs
+        self.graphs = CudaGraphs(self.model, device) if graphs else None
 
     def inputs(self, batch: PackedBatch) -> dict:
         """The keyword arguments the model is called with for one packed batch."""

@@ -61,6 +61,9 @@ def _inbox(conn, inbox: queue.SimpleQueue) -> None:
             message = conn.recv()
         except (EOFError, OSError):  # the front end is gone
             message = ("stop",)
+        except Exception:  # a message that does not unpickle here: end, not hang (calls in flight are retried)
+            logger.exception("st_backend server: unreadable message from the front end; this device stops")
+            message = ("stop",)
         if message[0] == "stop":
             inbox.put(None)
             return

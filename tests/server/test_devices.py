@@ -259,3 +259,29 @@ def test_a_broken_cuda_context_ends_the_device_process():
     assert _device_is_broken(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert not _device_is_broken(ValueError("input 3 is empty"))
     assert not _device_is_broken(RuntimeError("shape mismatch"))
+
+
+def test_an_unreadable_message_stops_the_device_instead_of_hanging_it():
+    """The device's inbox thread ends the device (the supervisor then restarts it and retries its calls) when
+    a message does not unpickle, instead of dying alone and leaving the device waiting forever."""
+    import pickle
+    import queue
+
+    from st_backend.server.device_process import _inbox
+
+    class Conn:
+        def __init__(self):
+            self.messages = [("call", 1, "m", ("embed",), ["a"])]
+
+        def recv(self):
+            if self.messages:
+                return self.messages.pop(0)
+            raise pickle.UnpicklingError("invalid load key")
+
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    thread = threading.Thread(target=_inbox, args=(Conn(), inbox), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert inbox.get(timeout=1)[0] == "call"
+    assert inbox.get(timeout=1) is None

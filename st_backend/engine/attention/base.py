@@ -39,6 +39,10 @@ class AttentionBackend:
     name: str = ""
     # Whether attend() takes keys laid out apart from the queries (PackedAttention.cu_seqlens_k).
     shared_prefix: bool = False
+    # Whether attend() reads the layout from device tensors and max_len alone, so a captured CUDA graph replays it
+    # for any layout of the same shape (engine/graphs.py). A backend that reads lengths on the host (or caches
+    # a mask built from them) would replay the capture's layout: False.
+    cuda_graphs: bool = False
 
     def why_not(self, device: torch.device, dtype: torch.dtype) -> str | None:
         raise NotImplementedError

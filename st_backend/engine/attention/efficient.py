@@ -17,6 +17,7 @@ from .registry import register_backend
 @register_backend(priority=10)
 class EfficientBackend(AttentionBackend):
     name = "efficient"
+    cuda_graphs = True  # the layout is read on the device: cu_seqlens and max_len only
 
     def why_not(self, device: torch.device, dtype: torch.dtype) -> str | None:
         if not hasattr(torch.ops.aten, "_efficient_attention_forward"):

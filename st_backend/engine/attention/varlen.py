@@ -22,6 +22,7 @@ def _varlen_attn():
 class VarlenBackend(AttentionBackend):
     name = "varlen"
     shared_prefix = True
+    cuda_graphs = True  # the layout is read on the device: cu_seqlens and max_len only
 
     def __init__(self) -> None:
         fn = _varlen_attn()
