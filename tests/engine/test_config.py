@@ -12,7 +12,7 @@ import torch
 from st_backend.engine.config import EngineConfig
 
 COUNT_FIELDS = ("max_batch_tokens", "max_batch_sequences", "chunk_size", "tokenizer_threads", "tokenizer_processes")
-FLAG_FIELDS = ("xformers_torch_ops", "shared_prefix", "profile")
+FLAG_FIELDS = ("xformers_torch_ops", "shared_prefix", "cuda_graphs", "profile", "packed")
 
 BAD = [
     # (field, value, what the message must say is accepted)
