@@ -64,8 +64,9 @@ class StaticInputs:
 
     @staticmethod
     def fits(kwargs: dict) -> bool:
-        """Whether a graph can take these inputs: no tensor beyond the token inputs and the layout."""
-        return all(k in TOKEN_INPUTS or k in LAYOUT_INPUTS or not torch.is_tensor(v) for k, v in kwargs.items())
+        """Whether a graph can take these inputs: the token inputs, the layout and plain flags, nothing else (a
+        shared prefix's keys are lists of tensors)."""
+        return all(k in TOKEN_INPUTS or k in LAYOUT_INPUTS or isinstance(v, bool | None) for k, v in kwargs.items())
 
     def fill(self, kwargs: dict, lengths: np.ndarray) -> None:
         n = int(lengths.sum())
@@ -104,7 +105,8 @@ class _Graph:
 
 class CudaGraphs:
     """Captured forwards of one runner's model, one per bucket and set of inputs; None from ``run`` means run
-    eagerly. A failed capture turns graphs off for the runner (``reason`` says why, ``st-backend info`` shows)."""
+    eagerly. A failed capture turns graphs off for the runner (``reason`` says why, as the engine's describe()
+    does for bench and the server's /info)."""
 
     def __init__(self, call, device: torch.device) -> None:
         self.call = call

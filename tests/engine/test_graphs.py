@@ -69,3 +69,12 @@ def test_no_graphs_on_cpu_and_reported(tiny_root):
     engine = fast.engine_for(None)
     assert engine.runner(fast.device).graphs is None
     assert engine.describe(fast.device)["cuda_graphs"] == "off"
+
+
+def test_a_batch_with_shared_prefix_keys_runs_eagerly():
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    plain = {"input_ids": ids, "position_ids": ids, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": 4}
+    assert StaticInputs.fits({**plain, "use_cache": False})
+    assert not StaticInputs.fits({**plain, "st_prefix_keys": [ids], "st_prefix_values": [ids]})
+    assert not StaticInputs.fits({**plain, "st_kv_index": ids[0]})
