@@ -248,6 +248,29 @@ def test_cuda_graphs_from_many_threads_equal_one_thread(tiny_root):
         assert_rows_close(row[None], want[i % len(TEXTS)][None], min_cosine=0.9999, max_abs=float("inf"), what=f"{i}")
 
 
+def test_cuda_graphs_large_buckets_share_one_pool_and_equal_eager(tiny_root):
+    """A 32-sentence request's batch (33-64 inputs, 512-2048 tokens) replays a graph too; graphs of several buckets
+    share one memory pool, so replays in any order after one another must each give their own batch's rows."""
+    path = build_st_dir("bert", tiny_root)
+    eager = st_backend.SentenceTransformer(str(path), device="cuda", engine=EngineConfig(cuda_graphs=False)).half()
+    fast = st_backend.SentenceTransformer(str(path), device="cuda").half()
+    words = "the a cat dog man woman plays runs guitar street city river quickly slowly red green".split()
+    texts = [" ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 23)) for i in range(64)]
+    calls = [texts[:40], texts[:3], texts[10:64], texts[5:6], texts[:40]]
+    for _ in range(3):
+        for call in calls:
+            fast.encode(call)
+    graphs = fast.engine_for(None).runner(fast.device).graphs
+    sizes = {key[:2] for key in graphs.graphs}
+    assert any(s > 32 for _, s in sizes) and any(t > 512 for t, _ in sizes), sizes
+    replays = graphs.replays
+    for call in calls:
+        got = fast.encode(call, convert_to_tensor=True).float()
+        want = eager.encode(call, convert_to_tensor=True).float()
+        assert_rows_close(got, want, min_cosine=0.9999, max_abs=float("inf"), what=f"{len(call)} texts")
+    assert graphs.replays == replays + len(calls), graphs.describe()
+
+
 def test_no_cuda_graphs_for_a_backend_that_reads_its_layout_on_the_host(tiny_root):
     """The reference backend (and xformers: its mask is built from host lengths and cached) would replay the
     capture's layout: such backends run eagerly."""

@@ -47,6 +47,16 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return pool[:n]
 
 
+def run(coro):
+    """asyncio.run, on uvloop when it is installed (uvicorn[standard] brings it): the client shares the machine
+    with the server and should cost little per request; every target meets the same client."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 @dataclass
 class Result:
     latencies: list[float] = field(default_factory=list)

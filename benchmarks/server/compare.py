@@ -18,7 +18,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import asyncio  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -30,7 +29,7 @@ import time  # noqa: E402
 import orjson  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import REPO, cpu_name, run_load, sentences, wait_healthy  # noqa: E402
+from client import REPO, cpu_name, run, run_load, sentences, wait_healthy  # noqa: E402
 from load import free_port, versions  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
@@ -118,7 +117,7 @@ def point(url: str, path: str, batches: list[list[str]], clients: int, seconds: 
             return "wrong number of embeddings"
         return None
 
-    result = asyncio.run(run_load(url, batches, clients, send, check, seconds))
+    result = run(run_load(url, batches, clients, send, check, seconds))
     return result.summary()
 
 
@@ -145,7 +144,7 @@ def serve_target(target: str, args, texts: list[str], local: InProcess) -> dict:
     proc, path, health = launch(target, port, args)
     started = time.perf_counter()
     try:
-        asyncio.run(wait_healthy(url, 600, health, proc))
+        run(wait_healthy(url, 600, health, proc))
         load_s = time.perf_counter() - started
         point(url, path, requests_for(texts, 8, 64), 8, args.seconds)  # warm-up, not reported
         rows = {}

@@ -14,7 +14,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: spinning OpenMP threads distort shared-core runs
 
 import argparse  # noqa: E402
-import asyncio  # noqa: E402
 import base64  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -29,7 +28,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import REPO, cpu_name, run_load, sentences, wait_healthy  # noqa: E402
+from client import REPO, cpu_name, run, run_load, sentences, wait_healthy  # noqa: E402
 
 ROUTES = [("embed-float", 40), ("embed-base64", 30), ("pool-embed", 10), ("pool-token", 10), ("tokenize", 10)]
 SIZES = [(1, 55), (2, 10), (3, 8), (4, 7), (8, 8), (16, 7), (32, 5)]
@@ -177,10 +176,10 @@ def main() -> int:
     try:
         texts = sentences(args.texts, args.seed)
         oracle = Oracle(args.model, texts)  # while the server loads
-        asyncio.run(wait_healthy(url))
+        run(wait_healthy(url))
         specs = make_specs(args.requests, len(texts), args.seed)
-        result = asyncio.run(run_load(url, specs, args.clients, oracle.send, oracle.check, args.time_limit))
-        metrics = asyncio.run(fetch_metrics(url))
+        result = run(run_load(url, specs, args.clients, oracle.send, oracle.check, args.time_limit))
+        metrics = run(fetch_metrics(url))
     finally:
         exit_code = stop(proc) if proc is not None else None
     report = {

@@ -18,8 +18,10 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512)
-SEQUENCE_BUCKETS = (1, 2, 4, 8, 16)
+# Steps of 1.5x past 512 tokens: padding a compute-bound batch costs its share of arithmetic. Up to 64 inputs and
+# 2048 tokens covers a 32-sentence server request and the merged calls of a lightly loaded server.
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048)
+SEQUENCE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # A bucket is captured at its third batch, so a large call's one-off tail batch never pays a capture.
 CAPTURE_AFTER = 2
 # The model's inputs a graph holds a static copy of (each (1, tokens)); a batch with any other tensor input
@@ -68,8 +70,8 @@ class StaticInputs:
         shared prefix's keys are lists of tensors)."""
         return all(k in TOKEN_INPUTS or k in LAYOUT_INPUTS or isinstance(v, bool | None) for k, v in kwargs.items())
 
-    def fill(self, kwargs: dict, lengths: np.ndarray) -> None:
-        n = int(lengths.sum())
+    def fill(self, kwargs: dict, lengths: np.ndarray, n: int) -> None:
+        """Copy a batch of ``n`` real tokens (``lengths`` per input) into the bucket's first rows."""
         for name, static in self.tensors.items():
             static[:, :n].copy_(kwargs[name])
         self.cu.copy_(torch.from_numpy(padded_cu_seqlens(lengths, self.tokens, self.sequences)))
@@ -83,7 +85,7 @@ class StaticInputs:
 class _Graph:
     """One captured forward over filled StaticInputs."""
 
-    def __init__(self, call, inputs: StaticInputs, device: torch.device) -> None:
+    def __init__(self, call, inputs: StaticInputs, device: torch.device, pool) -> None:
         self.inputs = inputs
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -93,14 +95,16 @@ class _Graph:
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: tokenizer threads pinning memory meanwhile do not break the capture.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        # One memory pool for all of a runner's graphs (as vLLM shares one): they replay one at a time under the
+        # lock and each output is copied before the next replay, so a graph may reuse what another freed.
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.output = call(**inputs.kwargs, return_dict=True).last_hidden_state[0]
 
-    def run(self, kwargs: dict, lengths: np.ndarray) -> torch.Tensor:
-        self.inputs.fill(kwargs, lengths)
+    def run(self, kwargs: dict, lengths: np.ndarray, n: int) -> torch.Tensor:
+        self.inputs.fill(kwargs, lengths, n)
         self.graph.replay()
         # The graph's output buffer is overwritten at its next replay: the caller keeps a copy.
-        return self.output[: int(lengths.sum())].clone()
+        return self.output[:n].clone()
 
 
 class CudaGraphs:
@@ -116,12 +120,14 @@ class CudaGraphs:
         self.replays = 0
         self.capture_seconds = 0.0
         self.reason: str | None = None
+        self.pool = None  # the graphs' shared memory pool, made at the first capture
         self._lock = threading.Lock()  # one replay at a time: the static buffers are shared
 
-    def run(self, kwargs: dict, lengths: np.ndarray) -> torch.Tensor | None:
+    def run(self, kwargs: dict, lengths: np.ndarray, tokens: int) -> torch.Tensor | None:
+        """The last hidden state of the batch's ``tokens`` real tokens from a replay, or None: run it eagerly."""
         if self.reason is not None or not StaticInputs.fits(kwargs):
             return None
-        size = bucket(int(lengths.sum()), len(lengths))
+        size = bucket(tokens, len(lengths))
         if size is None:
             return None
         key = (*size, tuple(sorted(k for k in TOKEN_INPUTS if k in kwargs)))
@@ -134,8 +140,10 @@ class CudaGraphs:
                 start = time.perf_counter()
                 try:
                     inputs = StaticInputs(kwargs, *size, self.device)
-                    inputs.fill(kwargs, lengths)
-                    graph = self.graphs[key] = _Graph(self.call, inputs, self.device)
+                    inputs.fill(kwargs, lengths, tokens)
+                    if self.pool is None:
+                        self.pool = torch.cuda.graph_pool_handle()
+                    graph = self.graphs[key] = _Graph(self.call, inputs, self.device, self.pool)
                 except Exception as exc:  # the model does something a graph cannot hold (a host sync, say)
                     self.reason = f"capture failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
                     logger.warning("st_backend: CUDA graphs off for this model: %s", self.reason)
@@ -143,7 +151,7 @@ class CudaGraphs:
                 finally:
                     self.capture_seconds += time.perf_counter() - start
             self.replays += 1
-            return graph.run(kwargs, lengths)
+            return graph.run(kwargs, lengths, tokens)
 
     def describe(self) -> str:
         if self.reason is not None:

@@ -87,7 +87,7 @@ class PackedRunner:
         """-> (total_tokens, hidden) last hidden states of the packed row."""
         kwargs = self.inputs(batch)
         if self.graphs is not None:
-            hidden = self.graphs.run(kwargs, batch.host_lengths)
+            hidden = self.graphs.run(kwargs, batch.host_lengths, batch.num_tokens)
             if hidden is not None:
                 return hidden
         return self._call(**kwargs, return_dict=True).last_hidden_state[0]

@@ -26,6 +26,8 @@ def _limit(max_length: int | None) -> int | None:
 
 # Smaller calls stay in-process: a round trip to a worker costs more than it saves.
 REMOTE_MIN_TEXTS = 64
+# Up to this many texts are counted one by one (TextTokenizer.lengths).
+FEW_TEXTS = 16
 # Worker processes serve the pipeline's feeding threads only (engine/pipeline.py marks them): they keep the GIL
 # free for the thread launching GPU kernels while later chunks are tokenized. A call of one chunk is tokenized
 # where it is asked for, with every core in the tokenizers library's own thread pool (a cold worker's first
@@ -122,6 +124,18 @@ class TextTokenizer:
         if refused is not None:  # a worker refused what the in-process tokenizer takes: do not trust them
             self._turn_off(f"a worker refused input the in-process tokenizer accepts: {refused}")
         return tokens
+
+    def lengths(self, texts: list[str] | list[tuple[str, str]], add_special_tokens: bool = True) -> np.ndarray:
+        """Untruncated token counts. A few texts are encoded one by one: a batch call hands them to a thread pool
+        and releases the GIL, which on a server's event loop costs more than the tokenizing itself."""
+        if self._spec is None or len(texts) > FEW_TEXTS:
+            return self(texts, None, add_special_tokens).lengths
+        backend = self._backend(None)
+        if texts and isinstance(texts[0], tuple):
+            counts = [len(backend.encode(a, b, add_special_tokens=add_special_tokens)) for a, b in texts]
+        else:
+            counts = [len(backend.encode(t, add_special_tokens=add_special_tokens)) for t in texts]
+        return np.array(counts, dtype=np.int64)
 
     def _cut_long(self, texts: list, max_length: int | None, add_special_tokens: bool, pairs: bool) -> list:
         """texts with those far past max_length cut where the cut provably changes no surviving token."""

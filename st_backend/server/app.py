@@ -26,6 +26,7 @@ from .config import ServerConfig
 from .devices import DeviceBatcher, DeviceBridge
 from .dispatch import State, state_of
 from .errors import error_response
+from .fast_path import FastEmbeddings
 from .metrics import Metrics
 from .schemas import ErrorResponse, ModelList
 
@@ -111,6 +112,7 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
     app.openapi = lambda: _openapi(app, config)
     routers = (app, *routers)
     routes = {r.path for router in routers for r in router.routes if getattr(r, "path", None)}
+    app.add_middleware(FastEmbeddings, st=st)  # inside Guard: the key, the size limit and the metrics apply
     app.add_middleware(
         Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes, metrics=st.metrics, routes=routes
     )

@@ -144,7 +144,7 @@ class Bridge:
         chat-template model this counts the texts' own tokens, not the template's (see the module docstring)."""
         if prompt:
             rows = [(prompt + r[0], r[1]) if isinstance(r, tuple) else prompt + r for r in rows]
-        return served.counter(rows, None).lengths
+        return served.counter.lengths(rows)
 
     def prompt_of(self, served: Served, prompt_name: str | None, prompt: str | None, role: str | None) -> str | None:
         """The prompt text ST will use (for counting); ValueError naming the prompts when prompt_name is unknown."""
@@ -211,7 +211,9 @@ class Bridge:
             fn = {None: model.encode, "query": model.encode_query, "document": model.encode_document}[role]
             kwargs = {"prompt_name": prompt_name, "prompt": prompt}
             if op == "embed":
-                return fn(rows, convert_to_tensor=True, **kwargs)
+                # One copy to the host for the whole merged call: each request's post-processing then slices
+                # host memory instead of making its own device copy and sync.
+                return fn(rows, convert_to_tensor=True, **kwargs).float().cpu()
             return fn(rows, output_value="token_embeddings", convert_to_numpy=False, **kwargs)
         if op in ("embed_ids", "token_embed_ids"):
             return self._embed_ids(served, rows, token_level=op == "token_embed_ids", role=key[1])

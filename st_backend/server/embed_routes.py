@@ -80,7 +80,8 @@ def _finish(outputs, *, dims, normalize, fmt, model, tokens, obj, token_level) -
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def embed(request: Request, st: State, served: Served, body, route: str, task: str, obj: str) -> Response:
+async def embed(request: Request, st: State, served: Served, body, route: str, task: str, obj: str) -> bytes:
+    """The JSON body of an embeddings / pooling answer (the routes', and fast_path's for /v1/embeddings)."""
     role = role_of(body.input_type, body.role)
     rows, ids = rows_of(body.input, served, "input")
     check_count(st, len(rows), "input")
@@ -135,7 +136,7 @@ async def embed(request: Request, st: State, served: Served, body, route: str, t
         obj=obj,
         token_level=token_level,
     )
-    return json_response(await run(request, st, served, key, rows, tokens, finish))
+    return await run(request, st, served, key, rows, tokens, finish)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERRORS, tags=["embeddings"])
@@ -143,7 +144,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """OpenAI's embeddings: texts or token ids in, one vector each (float or base64), with token usage."""
     st = state_of(request)
     served = pick(st, body.model, (EMBEDDING,), "/v1/embeddings")
-    return await embed(request, st, served, body, "/v1/embeddings", "embed", "embedding")
+    return json_response(await embed(request, st, served, body, "/v1/embeddings", "embed", "embedding"))
 
 
 @router.post("/pooling", response_model=PoolingResponse, responses=ERRORS, tags=["embeddings"])
@@ -152,7 +153,7 @@ async def pooling(body: PoolingRequest, request: Request) -> Response:
     st = state_of(request)
     kinds = (EMBEDDING, MULTI_VECTOR) if body.task == "token_embed" else (EMBEDDING,)
     served = pick(st, body.model, kinds, f"/pooling task {body.task!r}")
-    return await embed(request, st, served, body, "/pooling", body.task, "pooling")
+    return json_response(await embed(request, st, served, body, "/pooling", body.task, "pooling"))
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS, tags=["tokens"])

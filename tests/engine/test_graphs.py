@@ -16,8 +16,12 @@ def test_bucket_is_the_smallest_that_leaves_a_token_for_every_filler():
     def fits(total, seqs, tokens, sequences):
         return seqs >= sequences and total - tokens >= seqs - sequences + 1
 
-    for tokens in range(1, 520):
-        for sequences in range(1, min(tokens, 20) + 1):
+    # Every count near a bucket's edge (and a sweep between), past the largest bucket too.
+    edges = {t + d for t in TOKEN_BUCKETS for d in range(-70, 3)} | set(range(1, TOKEN_BUCKETS[-1] + 80, 13))
+    for tokens in sorted(t for t in edges if t >= 1):
+        for sequences in sorted({*range(1, 10), *(s + d for s in SEQUENCE_BUCKETS for d in (-1, 0, 1))}):
+            if sequences > tokens:
+                continue
             candidates = [(t, s) for s in SEQUENCE_BUCKETS for t in TOKEN_BUCKETS if fits(t, s, tokens, sequences)]
             size = bucket(tokens, sequences)
             if not candidates:
@@ -57,7 +61,7 @@ def test_fillers_leave_real_rows_alone(tiny_root, arch):
         # Leftovers of an earlier, longer batch in the filler rows must not matter either.
         for t in static.tensors.values():
             t.fill_(1)
-        static.fill(kwargs, batch.host_lengths)
+        static.fill(kwargs, batch.host_lengths, batch.num_tokens)
         with torch.inference_mode():
             want = runner.model(**kwargs, return_dict=True).last_hidden_state[0]
             got = runner.model(**static.kwargs, return_dict=True).last_hidden_state[0][: batch.num_tokens]

@@ -57,3 +57,20 @@ def test_type_ids_kept_when_a_single_text_template_uses_type_1(tiny_root):
     assert _single_types_zero({"post_processor": None})
     pairs = TextTokenizer(load_tokenizer("bert", tiny_root))([("a question", "a passage")], 64)
     assert pairs.type_ids is not None and 1 in pairs.type_ids[0]  # pairs always keep their type ids
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lengths_one_by_one_equal_the_transformers_counts(tiny_root, arch):
+    """lengths(): a few texts (or pairs) counted one at a time, many in one batch call; untruncated either way."""
+    hf = load_tokenizer(arch, tiny_root)
+    tok = TextTokenizer(hf)
+    pairs = list(zip(TEXTS[:-1], TEXTS[1:]))
+    for rows in (TEXTS[:3], TEXTS, pairs[:4], pairs):
+        if isinstance(rows[0], tuple):
+            want = [len(ids) for ids in hf([a for a, _ in rows], [b for _, b in rows])["input_ids"]]
+        else:
+            want = [len(ids) for ids in hf(list(rows))["input_ids"]]
+        assert tok.lengths(list(rows)).tolist() == want
+        assert tok.lengths(list(rows), add_special_tokens=False).tolist() == [
+            len(ids) for ids in tok(list(rows), None, add_special_tokens=False).ids
+        ]
