@@ -263,6 +263,7 @@ def test_cuda_graphs_large_buckets_share_one_pool_and_equal_eager(tiny_root):
     graphs = fast.engine_for(None).runner(fast.device).graphs
     sizes = {key[:2] for key in graphs.graphs}
     assert any(s > 32 for _, s in sizes) and any(t > 512 for t, _ in sizes), sizes
+    assert len(graphs.graphs) > 1 and all(g.graph.pool() == graphs.pool for g in graphs.graphs.values())
     replays = graphs.replays
     for call in calls:
         got = fast.encode(call, convert_to_tensor=True).float()

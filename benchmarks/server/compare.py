@@ -6,8 +6,8 @@ in-process ``encode`` on the same texts: requests/s and p50/p99 at each concurre
     # infinity needs its own venv (it pins sentence-transformers < 4): --infinity /work/infinity-venv/bin/infinity_emb
 
 Targets run one after another, each on a fresh server process, in an order rotated per --repeats round so a
-busy machine does not always hurt the same one; before each point, in-process encode is timed on that point's
-texts (vs_inprocess: the server's rows/s over it). Each point sends max(--requests / size, concurrency) requests,
+busy machine does not always hurt the same one; before and after each point, in-process encode is timed on that
+point's texts (vs_inprocess: the server's rows/s over the mean of the two). Each point sends max(--requests / size, concurrency) requests,
 and stops sending after --seconds (requests in flight are still answered and timed).
 """
 
@@ -122,8 +122,8 @@ def point(url: str, path: str, batches: list[list[str]], clients: int, seconds: 
 
 
 class InProcess:
-    """st_backend's encode in this process (OMP_NUM_THREADS=1), timed on a point's own texts just before the
-    point runs, so a machine whose load drifts compares like with like."""
+    """st_backend's encode in this process (OMP_NUM_THREADS=1), timed on a point's own texts just before and
+    just after the point runs, so a machine whose load drifts compares like with like."""
 
     def __init__(self, device: str = "cpu") -> None:
         from st_backend import SentenceTransformer
@@ -153,7 +153,14 @@ def serve_target(target: str, args, texts: list[str], local: InProcess) -> dict:
                 batches = requests_for(texts, size, max(args.requests // size, clients))
                 before = local.rows_per_s(batches, args.inprocess_rows)
                 row = point(url, path, batches, clients, args.seconds)
-                row.update(inprocess_rows_per_s=before, vs_inprocess=round(row["rows_per_s"] / before, 3))
+                after = local.rows_per_s(batches, args.inprocess_rows)
+                mean = round((before + after) / 2, 2)  # a machine whose speed drifts moves both timings
+                row.update(
+                    inprocess_before=before,
+                    inprocess_after=after,
+                    inprocess_rows_per_s=mean,
+                    vs_inprocess=round(row["rows_per_s"] / mean, 3),
+                )
                 rows[f"size{size}-c{clients}"] = row
                 print(target, size, clients, row, flush=True)
         return {"startup_s": round(load_s, 1), "points": rows}
@@ -209,7 +216,7 @@ def main() -> int:
 
 def table(report: dict) -> str:
     """Markdown: requests/s (p50 / p99 ms) per target and point, one line per round; in-process encode (timed
-    before st_backend's point) and st_backend's share of it."""
+    around st_backend's point) and st_backend's share of it."""
     rounds = report["rounds"]
     targets = list(rounds[0])
     head = ["request", "clients", "round", *targets, "in-process encode", "st_backend / in-process"]

@@ -56,8 +56,8 @@ class EngineConfig:
         reuse their output buffers at the next batch, while the engine keeps every batch's outputs).
     rewrites: graph rewrites applied when ``compile`` is on (``engine/rewrites.py``). None: those measured to pay
         on the device (on CUDA, Linear + GELU on eager PyTorch's kernels); () turns them off.
-    cuda_graphs: on CUDA, replay a captured CUDA graph of the forward for small batches (up to 512 tokens and
-        16 inputs, padded to a bucket by filler sequences attention keeps apart: engine/graphs.py), as serving
+    cuda_graphs: on CUDA, replay a captured CUDA graph of the forward for small batches (up to 2,048 tokens and
+        64 inputs, padded to a bucket by filler sequences attention keeps apart: engine/graphs.py), as serving
         engines do for decode steps; one query per call is then no longer launch-bound. A bucket is captured
         at its third batch. Not with ``compile``. False runs every batch eagerly.
     shared_prefix: run the head every input of a call starts with once per call and reuse its keys/values in

@@ -127,6 +127,9 @@ class CudaGraphs:
         """The last hidden state of the batch's ``tokens`` real tokens from a replay, or None: run it eagerly."""
         if self.reason is not None or not StaticInputs.fits(kwargs):
             return None
+        # The lock orders launches, not the device's work: replays on two streams could overlap in the shared pool.
+        if torch.cuda.current_stream(self.device) != torch.cuda.default_stream(self.device):
+            return None
         size = bucket(tokens, len(lengths))
         if size is None:
             return None

@@ -26,7 +26,7 @@ def _limit(max_length: int | None) -> int | None:
 
 # Smaller calls stay in-process: a round trip to a worker costs more than it saves.
 REMOTE_MIN_TEXTS = 64
-# Up to this many texts are counted one by one (TextTokenizer.lengths).
+# Fewer texts than this are counted one by one (TextTokenizer.lengths; the server counts as many inline).
 FEW_TEXTS = 16
 # Worker processes serve the pipeline's feeding threads only (engine/pipeline.py marks them): they keep the GIL
 # free for the thread launching GPU kernels while later chunks are tokenized. A call of one chunk is tokenized
@@ -128,7 +128,7 @@ class TextTokenizer:
     def lengths(self, texts: list[str] | list[tuple[str, str]], add_special_tokens: bool = True) -> np.ndarray:
         """Untruncated token counts. A few texts are encoded one by one: a batch call hands them to a thread pool
         and releases the GIL, which on a server's event loop costs more than the tokenizing itself."""
-        if self._spec is None or len(texts) > FEW_TEXTS:
+        if self._spec is None or len(texts) >= FEW_TEXTS:
             return self(texts, None, add_special_tokens).lengths
         backend = self._backend(None)
         if texts and isinstance(texts[0], tuple):

@@ -41,7 +41,7 @@ class FastEmbeddings:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST" or not self.st.ready:
             await self.app(scope, receive, send)
             return
-        # A small body comes in one message; a chunked or split one (rare) goes the whole way round.
+        # A small body comes in one message (Guard has joined a chunked one); one split over several goes to FastAPI.
         first = await receive()
         body = first.get("body", b"") if first["type"] == "http.request" else None
         if body is not None and not first.get("more_body", False):

@@ -3,8 +3,8 @@ FastAPI's routing; every other body goes to FastAPI, which answers as without th
 
 from __future__ import annotations
 
-import socket
-import time
+import asyncio
+import types
 
 import httpx
 import orjson
@@ -65,20 +65,57 @@ def test_route_errors_on_the_fast_path_are_the_routes(server, taken):
     assert dims.status_code == 400 and dims.json()["error"]["param"] == "dimensions" and len(taken) == 1
 
 
-def test_a_body_in_two_parts_reaches_fastapi_whole(server, tiny_embedder, taken):
-    body = orjson.dumps({"input": TEXTS})
-    head = (
-        f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body[:10])
-        time.sleep(0.3)  # the server has read the first part as its own message by now
-        sock.sendall(body[10:])
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
-    status, _, payload = reply.partition(b"\r\n\r\n")
-    assert status.startswith(b"HTTP/1.1 200"), reply[:300]
-    want = st_backend.SentenceTransformer(tiny_embedder, device="cpu").encode(TEXTS)
-    assert_rows_close([d["embedding"] for d in orjson.loads(payload)["data"]], want)
-    assert not taken
+def test_plain_answer_has_fastapis_status_and_headers(server, taken):
+    body = orjson.dumps({"input": "a"})
+    fast = post(server, body)
+    slow = post(server, b"\xef\xbb\xbf" + body)  # the same request on FastAPI's path
+    assert len(taken) == 1 and fast.content == slow.content
+    keep = ("content-type", "content-length")
+    assert {k: fast.headers[k] for k in keep} == {k: slow.headers[k] for k in keep}
+
+
+class _Inner:
+    """The app behind the fast path: records the messages it reads."""
+
+    def __init__(self) -> None:
+        self.messages = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        while True:
+            message = await receive()
+            self.messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+
+def _through(messages: list[dict]) -> list[dict]:
+    inner = _Inner()
+    layer = fast_path.FastEmbeddings(inner, st=types.SimpleNamespace(ready=True))
+    queue = list(messages)
+
+    async def receive():
+        return queue.pop(0)
+
+    async def send(message):
+        raise AssertionError(f"the fast path answered: {message}")
+
+    scope = {"type": "http", "path": "/v1/embeddings", "method": "POST", "headers": []}
+    asyncio.run(layer(scope, receive, send))
+    return inner.messages
+
+
+def test_a_body_in_two_messages_reaches_fastapi_whole_and_in_order():
+    parts = [
+        {"type": "http.request", "body": b'{"inp', "more_body": True},
+        {"type": "http.request", "body": b'ut": "a"}', "more_body": False},
+    ]
+    assert _through([dict(p) for p in parts]) == parts
+
+
+def test_a_disconnect_before_the_body_reaches_fastapi_as_it_came():
+    assert _through([{"type": "http.disconnect"}]) == [{"type": "http.disconnect"}]
+
+
+def test_a_body_the_schema_refuses_reaches_fastapi_unchanged():
+    message = {"type": "http.request", "body": b'{"input": 5}', "more_body": False}
+    assert _through([dict(message)]) == [message]
