@@ -212,8 +212,9 @@ class Bridge:
             kwargs = {"prompt_name": prompt_name, "prompt": prompt}
             if op == "embed":
                 # One copy to the host for the whole merged call: each request's post-processing then slices
-                # host memory instead of making its own device copy and sync.
-                return fn(rows, convert_to_tensor=True, **kwargs).float().cpu()
+                # host memory instead of making its own device copy and sync (in the model's dtype: --devices
+                # sends it over a pipe; _finish works in fp32).
+                return fn(rows, convert_to_tensor=True, **kwargs).cpu()
             return fn(rows, output_value="token_embeddings", convert_to_numpy=False, **kwargs)
         if op in ("embed_ids", "token_embed_ids"):
             return self._embed_ids(served, rows, token_level=op == "token_embed_ids", role=key[1])

@@ -68,7 +68,7 @@ def _finish(outputs, *, dims, normalize, fmt, model, tokens, obj, token_level) -
         rows = [F.normalize(t.float(), p=2, dim=-1) if normalize else t for t in outputs]
         arrays = [r.detach().float().cpu().numpy() for r in rows]
     else:
-        emb = outputs if isinstance(outputs, torch.Tensor) else torch.stack(list(outputs))
+        emb = (outputs if isinstance(outputs, torch.Tensor) else torch.stack(list(outputs))).float()
         if dims is not None:
             emb = emb[:, :dims]  # ST's truncate_embeddings
         if normalize:
