@@ -265,10 +265,13 @@ def test_cuda_graphs_large_buckets_share_one_pool_and_equal_eager(tiny_root):
     assert any(s > 32 for _, s in sizes) and any(t > 512 for t, _ in sizes), sizes
     assert len(graphs.graphs) > 1 and all(g.graph.pool() == graphs.pool for g in graphs.graphs.values())
     replays = graphs.replays
+    plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()
     for call in calls:
         got = fast.encode(call, convert_to_tensor=True).float()
         want = eager.encode(call, convert_to_tensor=True).float()
         assert_rows_close(got, want, min_cosine=0.9999, max_abs=float("inf"), what=f"{len(call)} texts")
+        ref = plain.encode(call, convert_to_tensor=True).float()
+        assert_rows_close(got, ref, min_cosine=0.999, max_abs=float("inf"), what=f"{len(call)} texts, plain ST")
     assert graphs.replays == replays + len(calls), graphs.describe()
 
 

@@ -90,16 +90,21 @@ class Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body, sent = b"".join(chunks), False
+        return replay({"type": "http.request", "body": b"".join(chunks), "more_body": False}, receive)
 
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        return replay
+def replay(first: dict, receive):
+    """receive() for the app behind: a message already read here, then the rest from the client."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await receive()
+
+    return replayed
 
 
 def _as_json(scope):
@@ -119,8 +124,12 @@ def _header(scope, name: bytes) -> bytes | None:
 
 
 async def _reply(send, status: int, message: str, code: str, headers: dict) -> None:
-    body = error_body(status, message, None, code)
+    await send_json(send, status, error_body(status, message, None, code), headers)
+
+
+async def send_json(send, status: int, body: bytes, headers: dict) -> None:
+    """A whole JSON response, straight on the ASGI ``send`` (no Starlette Response)."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

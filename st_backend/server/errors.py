@@ -103,8 +103,13 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("st_backend server: unexpected error on %s", request.url.path)
-    return error_response(500, f"Internal error ({type(exc).__name__}: {exc}); the server keeps running.")
+    return Response(unexpected_body(request.url.path, exc), 500, media_type="application/json")
+
+
+def unexpected_body(path: str, exc: Exception) -> bytes:
+    """Log an error no handler expected (with its traceback) and the 500 body the client gets for it."""
+    logger.exception("st_backend server: unexpected error on %s", path)
+    return error_body(500, f"Internal error ({type(exc).__name__}: {exc}); the server keeps running.")
 
 
 def install(app: FastAPI) -> None:

@@ -9,17 +9,15 @@ without this layer, so the errors and the OpenAPI document stay FastAPI's.
 
 from __future__ import annotations
 
-import logging
-
 from pydantic import ValidationError
 
+from .auth import replay, send_json
 from .bridge import EMBEDDING
 from .dispatch import State, pick
 from .embed_routes import embed
-from .errors import ApiError, error_body
+from .errors import ApiError, error_body, unexpected_body
 from .schemas import EmbeddingRequest
 
-logger = logging.getLogger("st_backend.server")
 PATH = "/v1/embeddings"
 
 
@@ -52,7 +50,7 @@ class FastEmbeddings:
             if request is not None:
                 await self._embed(request, receive, send)
                 return
-        await self.app(scope, _replay(first, receive), send)
+        await self.app(scope, replay(first, receive), send)
 
     async def _embed(self, body: EmbeddingRequest, receive, send) -> None:
         status, headers = 200, {}
@@ -63,24 +61,5 @@ class FastEmbeddings:
             status, headers = exc.status, exc.headers or {}
             content = error_body(exc.status, exc.message, exc.param, exc.code)
         except Exception as exc:  # as errors._unexpected answers on FastAPI's path
-            logger.exception("st_backend server: unexpected error on %s", PATH)
-            status = 500
-            content = error_body(500, f"Internal error ({type(exc).__name__}: {exc}); the server keeps running.")
-        raw = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
-        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": content})
-
-
-def _replay(first: dict, receive):
-    """receive() for FastAPI: the message already read, then the rest from the client."""
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return first
-        return await receive()
-
-    return replayed
+            status, content = 500, unexpected_body(PATH, exc)
+        await send_json(send, status, content, headers)

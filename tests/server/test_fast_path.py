@@ -9,8 +9,8 @@ import types
 import httpx
 import orjson
 import pytest
+import sentence_transformers
 
-import st_backend
 from st_backend.server import fast_path
 from st_backend.server.config import ServerConfig
 
@@ -45,7 +45,7 @@ def post(server, body: bytes) -> httpx.Response:
 
 
 def test_plain_body_takes_the_fast_path_other_bodies_fastapi(server, tiny_embedder, taken):
-    want = st_backend.SentenceTransformer(tiny_embedder, device="cpu").encode(TEXTS)
+    want = sentence_transformers.SentenceTransformer(tiny_embedder, device="cpu").encode(TEXTS)  # plain ST
     plain = post(server, orjson.dumps({"input": TEXTS}))
     assert plain.status_code == 200 and len(taken) == 1
     assert_rows_close([d["embedding"] for d in plain.json()["data"]], want)
@@ -72,6 +72,18 @@ def test_plain_answer_has_fastapis_status_and_headers(server, taken):
     assert len(taken) == 1 and fast.content == slow.content
     keep = ("content-type", "content-length")
     assert {k: fast.headers[k] for k in keep} == {k: slow.headers[k] for k in keep}
+
+
+def test_an_unexpected_error_is_a_500_with_the_nested_body_and_the_server_keeps_serving(server, monkeypatch):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fast_path, "embed", broken)
+    failed = post(server, orjson.dumps({"input": "a"}))
+    assert failed.status_code == 500 and failed.headers["content-type"] == "application/json"
+    assert failed.json()["error"]["message"].startswith("Internal error (RuntimeError: boom)")
+    monkeypatch.undo()
+    assert post(server, orjson.dumps({"input": "a"})).status_code == 200
 
 
 class _Inner:
