@@ -25,6 +25,7 @@ import st_backend._compat as _compat
 from .engine.architectures import spec_for
 from .engine.config import EngineConfig
 from .engine.engine import Engine
+from .engine.errors import InputError
 from .engine.plan import Call, Plan
 from .models.plans import why_not_transformer
 
@@ -225,7 +226,7 @@ class BGEM3Encoder:
         texts = [sentences] if single else list(sentences)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"sentences[{i}] is {type(text).__name__}; BGE-M3 encodes strings")
+                raise InputError(f"sentences[{i}] is {type(text).__name__}; BGE-M3 encodes strings")
         asked = {"dense": return_dense, "sparse": return_sparse, "colbert": return_colbert_vecs}
         kinds = {"dense": "rows", "sparse": "items", "colbert": "items"}
         options = {"max_length": max_length, **asked}
@@ -269,7 +270,7 @@ class BGEM3Encoder:
         pairs = [sentence_pairs] if one else list(sentence_pairs)
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-                raise TypeError(
+                raise InputError(
                     f"sentence_pairs[{i}] is {type(pair).__name__} ({pair!r:.60}); compute_score takes "
                     "(query, passage) pairs of strings"
                 )
@@ -328,7 +329,7 @@ class BGEM3Encoder:
             return float(_lexical_score(weights1, weights2))
         if isinstance(weights1, list) and isinstance(weights2, list):
             return np.array([[_lexical_score(a, b) for b in weights2] for a in weights1])
-        raise TypeError(
+        raise InputError(
             "compute_lexical_matching_score takes two lexical-weight dicts or two lists of them, got "
             f"{type(weights1).__name__} and {type(weights2).__name__}"
         )

@@ -275,6 +275,28 @@ def test_cuda_graphs_large_buckets_share_one_pool_and_equal_eager(tiny_root):
     assert graphs.replays == replays + len(calls), graphs.describe()
 
 
+def test_cuda_graphs_captured_again_when_weights_move(tiny_root):
+    """A graph reads weights at the addresses of its capture: after ``param.data = new`` (same Parameter objects,
+    new storage) replays must use the new weights, equal to plain ST given the same ones."""
+    path = build_st_dir("bert", tiny_root)
+    plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").half()
+    fast = st_backend.SentenceTransformer(str(path), device="cuda").half()
+    for _ in range(4):
+        fast.encode(TEXTS[3])
+    graphs = fast.engine_for(None).runner(fast.device).graphs
+    assert graphs.graphs and graphs.replays > 0, graphs.describe()
+    torch.manual_seed(7)
+    for model in (plain, fast):
+        torch.manual_seed(7)
+        for p in model[0].model.parameters():
+            p.data = p.data + torch.randn_like(p) * 0.02
+    for _ in range(4):
+        got = fast.encode(TEXTS[3:4], convert_to_tensor=True).float()
+    want = plain.encode(TEXTS[3:4], convert_to_tensor=True).float()
+    assert graphs.recaptures >= 1, graphs.describe()
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what="after param.data = new")
+
+
 def test_no_cuda_graphs_for_a_backend_that_reads_its_layout_on_the_host(tiny_root):
     """The reference backend (and xformers: its mask is built from host lengths and cached) would replay the
     capture's layout: such backends run eagerly."""

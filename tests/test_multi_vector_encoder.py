@@ -160,7 +160,7 @@ def test_token_pooling(tiny_root):
     # A pooling step inside the pipeline runs on the packed path too.
     for model in (fast, plain):
         model.insert(len(model) - 1, HierarchicalTokenPooling(pool_factor=2))
-    fast._st_engines.clear()
+    fast._st_engines.clear()  # (a rebuild would also follow the change by itself)
     assert_same_output(fast.encode_document(TEXTS), plain.encode_document(TEXTS))
     assert _ran_packed(fast, "document")
 

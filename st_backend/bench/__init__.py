@@ -7,7 +7,7 @@ import json
 from .corpora import CORPORA, synthetic_corpus
 from .models import RERANK_TEMPLATE, SIZES, build_random_model
 from .report import format_report
-from .run import run_bench
+from .run import CPU_DEFAULTS, GPU_DEFAULTS, run_bench
 
 __all__ = ["RERANK_TEMPLATE", "SIZES", "add_parser", "build_random_model", "cmd_bench", "run_bench", "synthetic_corpus"]
 
@@ -40,14 +40,26 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="folder with stsbenchmark/ and arguana/ (default ../shared/data)")
     p.add_argument("--long-tokens", type=int, default=30_000, help="tokens per document of --corpus long")
     p.add_argument("--texts", help="a file of texts, one per line (same as --corpus FILE)")
-    p.add_argument("--num-texts", type=int, default=20000)
+    p.add_argument(
+        "--num-texts",
+        type=int,
+        default=None,
+        help=f"texts (or pairs) to run (default: {GPU_DEFAULTS['num_texts']} on CUDA, {CPU_DEFAULTS['num_texts']} on CPU)",
+    )
     p.add_argument("--latency", type=int, default=0, help="instead: this many calls of one input each, p50/p99")
     p.add_argument("--max-seq-length", type=int, default=None, help="set model.max_seq_length on every side")
     p.add_argument("--docs-per-query", type=int, default=1000)
     p.add_argument("--num-queries", type=int, default=100)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on CUDA, fp32 on CPU)")
-    p.add_argument("--st-batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32, 256])
+    p.add_argument(
+        "--st-batch-sizes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="plain ST's batch sizes to time, comma-separated; the best is the tuned reference (default: "
+        + f"{','.join(map(str, GPU_DEFAULTS['st_batch_sizes']))} on CUDA, "
+        + f"{','.join(map(str, CPU_DEFAULTS['st_batch_sizes']))} on CPU)",
+    )
     p.add_argument("--batch-size", type=int, default=4096, help="batch_size of the tuned st_backend call")
     p.add_argument("--max-batch-tokens", type=int, default=None, help="token budget (default: by device)")
     p.add_argument(
@@ -84,6 +96,13 @@ def add_parser(sub) -> None:
     p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
     p.add_argument("--max-batch-sequences", type=int, default=None)
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed runs of every call after its warm-up, the median reported (default: {GPU_DEFAULTS['repeats']} "
+        f"on CUDA, {CPU_DEFAULTS['repeats']} on CPU)",
+    )
     p.add_argument("--json", help="write the report here")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (the report still on stdout)")
     p.set_defaults(fn=cmd_bench)

@@ -37,6 +37,15 @@ def synthetic_corpus(n: int, median_words: float = 45.0, sigma: float = 0.6, see
     return [" ".join(words[rng.integers(0, len(words), size=c)]) for c in counts]
 
 
+def read_texts(path: str | Path) -> list[str]:
+    """A UTF-8 file's texts, one per line, so that text i is line i: lines end in "\\n" or "\\r\\n" (stripped; a
+    lone "\\r" stays in its text), a final newline adds no text, a leading byte-order mark is dropped, and blank
+    lines are kept as empty texts (a valid input; dropping them would shift every later row). ``encode`` and
+    ``compare --texts`` read their input with this, and ``bench`` a file of texts."""
+    with open(path, encoding="utf-8-sig", newline="\n") as f:  # newline="\n": split on \n only, translate nothing
+        return [line[:-2] if line.endswith("\r\n") else line.removesuffix("\n") for line in f]
+
+
 def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:
     """STS Benchmark layout: tab-separated genre, file, year, id, score, sentence1, sentence2 (tabs only)."""
     s1, s2, gold = [], [], []
@@ -100,8 +109,7 @@ def load_corpus(name: str, n: int, data_dir: str | Path | None = None, long_toke
     if name == "synthetic":
         return synthetic_corpus(n)
     if name not in CORPORA:
-        with open(name, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f][:n]
+        return read_texts(name)[:n]
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if root is None:
         raise ValueError(

@@ -17,12 +17,13 @@ def run_maxsim(args, device: torch.device, dtype: torch.dtype) -> dict:
     from .. import MultiVectorEncoder
     from ..default_model import resolve_model
     from ..late_interaction import PackedEmbeddings
-    from .run import Side, engine_config, timed
+    from .run import Side, engine_config, progress, timed
 
     path = (
         build_random_model(args.model, "maxsim", args.max_length) if args.model in SIZES else resolve_model(args.model)
     )
     texts = load_corpus(args.texts or args.corpus, args.num_texts, args.data_dir, args.long_tokens)
+    progress(args, f"loading {args.model} on {device}; encoding {min(len(texts), args.docs_per_query)} documents")
     fast = MultiVectorEncoder(path, device=str(device), engine=engine_config(args)).to(dtype)
     plain = sentence_transformers.MultiVectorEncoder(path, device=str(device)).to(dtype)
     per_query = args.docs_per_query
@@ -36,9 +37,11 @@ def run_maxsim(args, device: torch.device, dtype: torch.dtype) -> dict:
     def fast_call():
         return torch.stack([fast.similarity(q, packed)[0] for q in queries])
 
+    progress(args, f"{len(queries)} queries x {len(docs)} documents: a warm-up and {args.repeats} timed runs per side")
     plain_call(), fast_call()
     ours, theirs = Side("st_backend"), Side("plain ST")
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        progress(args, f"run {repeat + 1}/{args.repeats}")
         ref, sec, peak = timed(plain_call, device)
         theirs.seconds.append(sec)
         theirs.peak_memory_mb = peak

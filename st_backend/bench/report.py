@@ -25,10 +25,15 @@ def format_report(r: dict) -> str:
         head,
         f"{r['inputs']} {unit}, {r['tokens']} tokens; padding avoided vs ST at bs 32: {r['padding_tokens_avoided']}",
     ]
+    if r.get("cpu_defaults"):
+        lines.append(
+            f"CPU defaults (a quick run; give these options for a longer one): {format_options(r['cpu_defaults'])}"
+        )
     for name, row in r["rows"].items():
+        peak = f"peak {row['peak_mb']:8.0f} MB  " if row.get("peak_mb") is not None else ""  # measured on CUDA only
         lines.append(
             f"  {name:24s} {row['seconds']:8.3f}s  {row['tokens_per_s'] / 1e6:6.3f} M tok/s  "
-            f"{row['inputs_per_s']:9.0f} {unit}/s  peak {row['peak_mb'] or 0:8.0f} MB  first call {row['first_call_seconds']:.2f}s"
+            f"{row['inputs_per_s']:9.0f} {unit}/s  {peak}first call {row['first_call_seconds']:.2f}s"
         )
     lines.append(f"speedup, default call (what unchanged code gets): {r['speedup_default_call']:.2f}x")
     lines.append(f"speedup, tuned vs best plain ST (bs={r['best_plain_batch_size']}): {r['speedup']:.2f}x")
@@ -43,10 +48,20 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def format_options(values: dict) -> str:
+    """{"num_texts": 256, "st_batch_sizes": [64]} -> "--num-texts 256 --st-batch-sizes 64"."""
+    return " ".join(
+        f"--{name.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+        for name, v in values.items()
+    )
+
+
 def _maxsim(r: dict) -> str:
     f = r["fidelity"]
+    defaults = [f"CPU defaults: {format_options(r['cpu_defaults'])}"] if r.get("cpu_defaults") else []
     return "\n".join(
         [
+            *defaults,
             f"{r['model']} MaxSim rerank on {r['device']}, {r['dtype']}: {r['queries']} queries x "
             f"{r['documents_per_query']} documents ({r['document_tokens']} document tokens)",
             f"  plain ST similarity  {r['plain']['seconds']:8.3f}s  {r['plain']['docs_per_s']:12.0f} docs/s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +21,33 @@ import torch
 from ..engine.engine import results
 from .corpora import load_corpus
 from .models import SIZES, build_random_model, template_for
+from .report import format_options
 from .tasks import TASKS
+
+#: What --num-texts, --repeats and --st-batch-sizes default to where they are not given. On CUDA: work enough to
+#: keep a GPU busy. Elsewhere (CPU): ``bench --model default`` in under a minute on 2 cores, where the CUDA defaults
+#: (20,000 texts, 5 calls, each run 4 times) would take hours; plain ST's default call is its bs=32 already.
+GPU_DEFAULTS = {"num_texts": 20000, "repeats": 3, "st_batch_sizes": [32, 256]}
+CPU_DEFAULTS = {"num_texts": 256, "repeats": 2, "st_batch_sizes": [32]}
+
+
+def apply_defaults(args, device: torch.device) -> dict:
+    """Set each of --num-texts, --repeats, --st-batch-sizes not given to the device's default; -> those set."""
+    table = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
+    if device.type != "cuda" and getattr(args, "task", None) == "maxsim":  # it encodes --docs-per-query texts
+        table = {**table, "num_texts": max(table["num_texts"], args.docs_per_query)}
+    filled = {}
+    for name, value in table.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, list(value) if isinstance(value, list) else value)
+            filled[name] = value
+    return filled
+
+
+def progress(args, message: str) -> None:
+    """One line on stderr as the run goes (stdout carries only the report), unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -109,13 +136,21 @@ def run_bench(args) -> dict:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    filled = apply_defaults(args, device)
+    cpu_defaults = filled if device.type != "cuda" else {}
+    if cpu_defaults:
+        progress(
+            args, f"CPU defaults (a quick run; give these options for a longer one): {format_options(cpu_defaults)}"
+        )
     if args.task == "maxsim":
         from .maxsim import run_maxsim
 
-        return run_maxsim(args, device, dtype)
+        return {**run_maxsim(args, device, dtype), "cpu_defaults": cpu_defaults}
     task = TASKS[args.task]
+    progress(args, f"reading {args.num_texts} texts of corpus {args.texts or args.corpus}")
     texts = load_corpus(args.texts or args.corpus, args.num_texts, args.data_dir, args.long_tokens)
     inputs = task.inputs(texts)
+    progress(args, f"loading {args.model} on {device} ({str(dtype).replace('torch.', '')})")
     path, plain, fast, default = load_models(args, device, dtype)
     report = {
         "model": args.model,
@@ -127,8 +162,10 @@ def run_bench(args) -> dict:
         "inputs": len(inputs),
         "max_seq_length": getattr(fast, "max_seq_length", None),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "fn"},
+        "cpu_defaults": cpu_defaults,
     }
     if args.latency:
+        progress(args, f"{args.latency} calls of one input each, per side")
         timings = latency(task, plain, default, inputs, args.latency, device)
         return {**report, **timings, "engine": describe(default, args.task)}
     lengths = np.asarray(task.tokens(fast, inputs))
@@ -141,12 +178,21 @@ def run_bench(args) -> dict:
     sides = {name: Side(name) for name in calls}
     profile = None
     first = {}
+    runs, run = len(calls) * (1 + args.repeats), 0
+    progress(
+        args,
+        f"{len(inputs)} {task.unit}, {n_tokens} tokens: {len(calls)} calls, a warm-up and {args.repeats} timed each",
+    )
     for name, fn in calls.items():  # warm-up (and compile): the first call's seconds are reported too
         first[name] = timed(fn, device)[1]
-    for _ in range(args.repeats):
+        run += 1
+        progress(args, f"[{run}/{runs}] warm-up  {name:24s} {first[name]:8.3f}s")
+    for repeat in range(args.repeats):
         for name, fn in calls.items():
             with results() as done:
                 out, sec, peak = timed(fn, device)
+            run += 1
+            progress(args, f"[{run}/{runs}] run {repeat + 1}/{args.repeats} {name:24s} {sec:8.3f}s")
             if name == "st_backend tuned" and done:
                 profile = done[-1].profile
             sides[name].seconds.append(sec)

@@ -30,6 +30,12 @@ def pearson(ref, got) -> tuple[str, float]:
     return "pearson of scores", float(np.corrcoef(ref, got)[0, 1]) if len(ref) > 1 else float(np.isclose(ref, got))
 
 
+def sparse_min_cosine(ref, got) -> tuple[str, float]:
+    """Min cosine of SparseEncoder rows (sparse COO or dense), as dense rows."""
+    dense = [o.to_dense() if isinstance(o, torch.Tensor) and o.is_sparse else o for o in (ref, got)]
+    return min_cosine(*dense)
+
+
 @dataclass(frozen=True)
 class Task:
     unit: str
@@ -91,5 +97,14 @@ TASKS: dict[str, Task] = {
         tokens=lambda model, inputs: (
             model.engine_for("document").tokenize(inputs, Call(inputs, model.prompts.get("document"))).lengths
         ),
+    ),
+    "sparse": Task(
+        unit="texts",
+        plain_class="SparseEncoder",
+        inputs=lambda texts: texts,
+        default_call=lambda model, inputs: model.encode(inputs),
+        tuned_call=lambda model, inputs, bs: model.encode(inputs, batch_size=bs),
+        compare=sparse_min_cosine,
+        tokens=lambda model, inputs: embed_tokens(model, inputs),
     ),
 }

@@ -19,7 +19,7 @@ from .config import EngineConfig
 from .outputs import collector
 from .pipeline import forward_batches
 from .plan import Call, Expansion, Plan, Result
-from .prefix import PROBE_TEXTS, shared_head
+from .prefix import PROBE_TEXTS, rows_prefix, shared_head
 from .runner import PackedRunner, RunnerCache
 from .timing import Profile, host
 from .tokenizer import REMOTE_MIN_TEXTS, TextTokenizer, Tokenized, text_weights, tokenize_items, with_prompt
@@ -48,7 +48,19 @@ class _Facts:
 
     def __init__(self) -> None:
         self.truncated = self.filled = 0
+        self.row_tokens = self.forward_tokens = 0  # tokens in the inputs; tokens that ran through the layers
+        self._last_prefix: bytes | None = None
         self._lock = threading.Lock()
+
+    def ran(self, batch) -> None:
+        """Count a batch: its inputs' tokens (a shared prefix's included) against those that ran through the
+        layers (the prefix once, when it changes: the runner's PrefixCache holds one)."""
+        size = len(batch.prefix) if batch.kv_index is not None else 0
+        self.row_tokens += batch.num_tokens + size * batch.shared_rows
+        self.forward_tokens += batch.num_tokens
+        if size and batch.prefix.tobytes() != self._last_prefix:
+            self._last_prefix = batch.prefix.tobytes()
+            self.forward_tokens += size
 
     def add(self, truncated: int = 0, filled: int = 0) -> None:
         with self._lock:
@@ -114,13 +126,17 @@ class Engine:
             return tokens
         return tokenize_items(self.tokenizer, items, max_length)
 
+    def shares_prefixes(self, arity: int | None, device: torch.device) -> bool:
+        """Whether a call's inputs may run a shared prefix once (engine/prefix.py): the plan's head reads last
+        tokens only, the config allows it and the backend takes a key prefix."""
+        if arity is None or not self.plan.last_token_head:
+            return False
+        return self.config.shared_prefix and self.runner(device).shares_prefixes
+
     def shared_prefix(self, prompt: str | None, arity: int | None, device: torch.device) -> np.ndarray | None:
         """The head every input of ``arity`` texts starts with under ``prompt`` (a template's, a prompt's), when it
-        may run once per call (engine/prefix.py): the plan's head reads last tokens only, the config allows it and
-        the backend takes a key prefix."""
-        if arity is None or not self.plan.last_token_head:
-            return None
-        if not (self.config.shared_prefix and self.runner(device).shares_prefixes):
+        may run once per call; a call's own rows may share more (prefix.rows_prefix)."""
+        if not self.shares_prefixes(arity, device):
             return None
         if self.template is not None:
             return self.template.shared_prefix(prompt, arity)
@@ -133,11 +149,12 @@ class Engine:
     def run(self, call: Call, device: torch.device) -> Result:
         """The call's outputs in input order, and its facts."""
         facts = _Facts()
-        prefix = self.shared_prefix(call.prompt, call.prefix_arity, device)
+        sharing = self.shares_prefixes(call.prefix_arity, device)
+        prefix = self.shared_prefix(call.prompt, call.prefix_arity, device) if sharing else None
 
         def tokenize(start: int, stop: int) -> Tokenized:
             tokens = self.tokenize(call.items[start:stop], call, facts)
-            tokens.prefix = prefix
+            tokens.prefix = rows_prefix(tokens.ids, prefix) if sharing else None
             return tokens
 
         return self._run(len(call.items), tokenize, call, device, facts, text_weights(call.items))
@@ -207,13 +224,21 @@ class Engine:
                 progress=progress,
             ):
                 collect.add(batch, self.plan.head(hidden, batch, call))
+                facts.ran(batch)
         finally:
             if progress is not None:
                 progress.close()
         with host(profile, "copy back"):
             # One copy at the end instead of one per batch: the loop never waits for the device.
             outputs = collect.result(call.save_to_cpu)
-        result = Result(outputs, facts.truncated, facts.filled, profile.summary() if profile is not None else None)
+        result = Result(
+            outputs,
+            facts.truncated,
+            facts.filled,
+            profile.summary() if profile is not None else None,
+            row_tokens=facts.row_tokens,
+            forward_tokens=facts.forward_tokens,
+        )
         sink = _RESULTS.get()
         if sink is not None:
             sink.append(result)

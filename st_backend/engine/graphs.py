@@ -122,6 +122,24 @@ class CudaGraphs:
         self.reason: str | None = None
         self.pool = None  # the graphs' shared memory pool, made at the first capture
         self._lock = threading.Lock()  # one replay at a time: the static buffers are shared
+        # A graph reads the weights at the addresses it was captured with: ``param.data = new`` (same Parameter,
+        # new storage) would replay stale memory, so the addresses are checked before a replay.
+        self._tensors = [*call.parameters(), *call.buffers()] if isinstance(call, torch.nn.Module) else []
+        self._addresses = self._now()
+        self.recaptures = 0
+
+    def _now(self) -> list[int]:
+        return [t.data_ptr() for t in self._tensors]
+
+    def _check_weights(self) -> None:
+        """Drop every captured graph when a weight's storage moved since capture (they are captured again)."""
+        if self.graphs and self._now() != self._addresses:
+            self.graphs.clear()
+            self.seen.clear()
+            self.pool = None
+            self.recaptures += 1
+        if not self.graphs:
+            self._addresses = self._now()
 
     def run(self, kwargs: dict, lengths: np.ndarray, tokens: int) -> torch.Tensor | None:
         """The last hidden state of the batch's ``tokens`` real tokens from a replay, or None: run it eagerly."""
@@ -135,6 +153,7 @@ class CudaGraphs:
             return None
         key = (*size, tuple(sorted(k for k in TOKEN_INPUTS if k in kwargs)))
         with self._lock:
+            self._check_weights()
             graph = self.graphs.get(key)
             if graph is None:
                 self.seen[key] += 1
@@ -159,4 +178,5 @@ class CudaGraphs:
     def describe(self) -> str:
         if self.reason is not None:
             return f"off: {self.reason}"
-        return f"on ({len(self.graphs)} captured in {self.capture_seconds:.2f} s, {self.replays} replays)"
+        again = f", captured again {self.recaptures}x after weights moved" if self.recaptures else ""
+        return f"on ({len(self.graphs)} captured in {self.capture_seconds:.2f} s, {self.replays} replays{again})"

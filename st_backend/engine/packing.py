@@ -38,6 +38,7 @@ class PackedBatch:
     cu_seqlens_k: torch.Tensor | None = None
     kv_index: torch.Tensor | None = None
     max_len_k: int = 0
+    shared_rows: int = 0  # inputs that start with ``prefix`` and carry only their own tokens
     # One buffer per dtype that every tensor above is a view of (set by pin_memory / to), so that a batch moves
     # in one copy per dtype instead of one per tensor (a single query's batch is mostly copy overhead).
     flat: dict | None = None
@@ -109,6 +110,7 @@ def pack(
         positions += before[seq_ids]
         keys = _prefix_keys(before, lengths, cu, len(prefix))
         keys["prefix"] = prefix
+        keys["shared_rows"] = int(shared.sum())
     return PackedBatch(
         input_ids=torch.from_numpy(flat_ids.astype(np.int64, copy=False)),
         position_ids=torch.from_numpy(positions),

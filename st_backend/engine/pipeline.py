@@ -19,6 +19,7 @@ from itertools import islice
 import numpy as np
 
 from .packing import PackedBatch, pack
+from .prefix import joined_prefix
 from .scheduler import plan_batches
 from .timing import device_work, host
 from .tokenizer import FEEDING, Tokenized
@@ -29,9 +30,9 @@ PIN_MIN_TOKENS = 1024
 
 
 def _chunk_batches(
-    tokens: Tokenized, start: int, max_tokens: int, max_sequences: int, pin: bool, profile
+    tokens: Tokenized, start: int, max_tokens: int, max_sequences: int, pin: bool, profile, padded: bool = False
 ) -> Iterator[PackedBatch]:
-    for indices in plan_batches(tokens.lengths, max_tokens, max_sequences):
+    for indices in plan_batches(tokens.lengths, max_tokens, max_sequences, padded):
         with host(profile, "pack + pin (producer)"):
             batch = pack(tokens.ids, tokens.type_ids, indices, offset=start, prefix=tokens.prefix)
             # Pinning costs more than it saves for a small batch (a single query's): its copy is short anyway.
@@ -86,7 +87,7 @@ def join(parts: list[Tokenized]) -> Tokenized:
         ids=[a for p in parts for a in p.ids],
         type_ids=None if types[0] is None else [a for t in types for a in t],
         lengths=np.concatenate([p.lengths for p in parts]),
-        prefix=parts[0].prefix,
+        prefix=joined_prefix([p.prefix for p in parts]),
     )
 
 
@@ -104,6 +105,7 @@ def packed_batches(
     weights: np.ndarray | None = None,
     min_slice_weight: int = 0,
     profile=None,
+    padded: bool = False,
 ) -> Iterator[PackedBatch]:
     """Yield PackedBatches covering items 0..n-1 once each. ``tokenize(start, stop)`` tokenizes a slice.
 
@@ -125,7 +127,7 @@ def packed_batches(
                 return plain_tokenize(start, stop)
 
     if chunk_size is None or chunk_size >= n:
-        yield from _chunk_batches(tokenize(0, n), 0, max_tokens, max_sequences, pin, profile)
+        yield from _chunk_batches(tokenize(0, n), 0, max_tokens, max_sequences, pin, profile, padded)
         return
 
     out: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -160,7 +162,7 @@ def packed_batches(
                     if bound is not None:
                         pending.append(submit(bound))
                     tokens = join([future.result() for future in futures])
-                    for batch in _chunk_batches(tokens, start, max_tokens, max_sequences, pin, profile):
+                    for batch in _chunk_batches(tokens, start, max_tokens, max_sequences, pin, profile, padded):
                         if not put(batch):
                             return
                 for _, futures in pending:
@@ -200,8 +202,10 @@ def forward_batches(
 ) -> Iterator[tuple[PackedBatch, object]]:
     """(batch on ``device``, its packed last hidden states) for every batch; the caller's work on each pair is
     timed as part of the consumer's step. ``progress``: a tqdm bar advanced by each batch's inputs."""
+    # A backend that pads inside attention (the reference) gets batches of like lengths (scheduler.plan_batches).
+    padded = bool(getattr(getattr(runner, "backend", None), "pads", False))
     batches = packed_batches(
-        n, tokenize, max_tokens=max_tokens, max_sequences=max_sequences, profile=profile, **feeding
+        n, tokenize, max_tokens=max_tokens, max_sequences=max_sequences, profile=profile, padded=padded, **feeding
     )
     for batch in batches:
         with host(profile, "copy + forward + head (consumer)"), device_work(profile):

@@ -69,9 +69,12 @@ class Call:
 class Result:
     """A call's outputs in input order (a tensor of rows, a PackedEmbeddings, a list, or a dict of those) and its
     facts: inputs whose content template-aware truncation cut, queries left no room for an expansion token,
-    and the stage timings when EngineConfig(profile=True)."""
+    the tokens in the inputs against those that ran through the layers, and the stage timings when
+    EngineConfig(profile=True)."""
 
     outputs: object
     truncated: int = 0
     filled: int = 0
     profile: dict | None = None
+    row_tokens: int = 0  # tokens in the inputs (after rendering and truncation)
+    forward_tokens: int = 0  # tokens that ran through the layers: fewer where inputs shared a prefix

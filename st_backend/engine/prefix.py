@@ -28,6 +28,36 @@ def shared_head(first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
     return ids if len(ids) >= MIN_PREFIX_TOKENS else None
 
 
+def rows_prefix(ids: list[np.ndarray], head: np.ndarray | None) -> np.ndarray | None:
+    """What the rows actually share, in token ids after rendering and truncation: their longest common prefix
+    (``rank(query, documents)``: the template's head, the query and what comes before the document), when it is
+    at least MIN_PREFIX_TOKENS long and longer than ``head`` (the probed template / prompt head); else ``head``.
+    Exact by construction: rows are compared after tokenizing each whole row, so no merge across the boundary is
+    split. A row no longer than the prefix keeps running whole (packing.pack)."""
+    if not ids:
+        return head
+    shared = ids[0]  # one row alone: itself (nothing longer shares it, so it runs whole unless slices join)
+    for row in ids[1:]:
+        shared = common_prefix(shared, row)
+        if len(shared) < MIN_PREFIX_TOKENS:
+            return head
+    if head is not None and len(shared) <= len(head):
+        return head
+    return shared
+
+
+def joined_prefix(prefixes: list[np.ndarray | None]) -> np.ndarray | None:
+    """The prefix shared by slices tokenized apart (each its rows_prefix): the common prefix of theirs."""
+    if any(p is None for p in prefixes):
+        return None
+    if all(np.array_equal(p, prefixes[0]) for p in prefixes[1:]):
+        return prefixes[0]
+    shared = prefixes[0]
+    for other in prefixes[1:]:
+        shared = common_prefix(shared, other)
+    return shared if len(shared) >= MIN_PREFIX_TOKENS else None
+
+
 class PrefixCache:
     """Per-layer keys and values of the current call's shared prefix (one per call: engine.forward_all), computed
     with the eager model and the packed backend."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import operator
 import threading
+from itertools import repeat
 
 import torch
 
@@ -99,20 +101,53 @@ RUNNERS: dict[str, type] = {"packed": PackedRunner}
 
 
 class ModelState:
-    """Which modules, parameters and buffers the model holds, as found when a view of it was made: ``model.to(...)``
-    replaces buffers and a resize replaces modules, after which that view would run stale tensors. Checking is one
-    identity test per entry, with no walk of the module tree (tens of microseconds per call)."""
+    """Which modules, parameters and buffers the model holds, and how many forward hooks and instance ``forward``
+    patches it carries, as found when a view of it was made: ``model.to(...)`` replaces buffers, a resize replaces
+    modules, a hook or a patched forward changes what a module computes, after which that view would run stale
+    tensors or skip the change. Checking is one identity test per entry and two sums over prebuilt lists, with no
+    walk of the module tree (tens of microseconds per call)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
+        modules = list(model.named_modules(remove_duplicate=False))
         self.entries = [
             (table, name, value)
-            for module in model.modules()
+            for _, module in modules
             for table in (module._modules, module._parameters, module._buffers)
             for name, value in table.items()
         ]
+        self._names = [name for name, _ in modules]
+        self._hook_tables = [t for _, m in modules for t in (m._forward_hooks, m._forward_pre_hooks)]
+        self._instance_dicts = [m.__dict__ for _, m in modules]
+        self.hooks, self.patches = self._hooks(), self._patches()
+
+    def _hooks(self) -> int:
+        from torch.nn.modules import module as torch_module
+
+        hooks = sum(map(len, self._hook_tables))
+        return hooks + len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
+
+    def _patches(self) -> int:
+        return sum(map(operator.contains, self._instance_dicts, repeat("forward")))
 
     def current(self) -> bool:
-        return all(table.get(name) is value for table, name, value in self.entries)
+        return (
+            self._hooks() == self.hooks
+            and self._patches() == self.patches
+            and all(table.get(name) is value for table, name, value in self.entries)
+        )
+
+    def changed_behaviour(self) -> str | None:
+        """Why running the model's modules another way than its own forward would skip something the user added:
+        forward hooks (global or on a module: pruning and the old weight_norm are pre-hooks) or a module whose
+        ``forward`` was replaced on the instance; None when there are none."""
+        if self.hooks:
+            hooked = [self._names[i // 2] or "the model" for i, t in enumerate(self._hook_tables) if t]
+            where = f"on {', '.join(sorted(set(hooked))[:3])}" if hooked else "registered globally"
+            return f"forward hooks {where} (ST's forward runs them)"
+        if self.patches:
+            patched = [self._names[i] or "the model" for i, d in enumerate(self._instance_dicts) if "forward" in d]
+            return f"an instance forward is patched on {', '.join(patched[:3])}"
+        return None
 
 
 class RunnerCache:

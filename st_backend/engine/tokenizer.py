@@ -24,6 +24,8 @@ def _limit(max_length: int | None) -> int | None:
     return None if max_length is None or max_length >= _NO_LIMIT else max_length
 
 
+# Rust tokenizer copies kept per max_length (the oldest made is dropped first).
+MAX_COPIES = 4
 # Smaller calls stay in-process: a round trip to a worker costs more than it saves.
 REMOTE_MIN_TEXTS = 64
 # Fewer texts than this are counted one by one (TextTokenizer.lengths; the server counts as many inline).
@@ -69,6 +71,12 @@ class TextTokenizer:
         # that survives truncation (engine/precut.py); precut.reason says why not otherwise.
         side = getattr(hf_tokenizer, "truncation_side", "right")
         self.precut = PreCut(self._spec, side) if self._spec is not None else None
+        # split_special_tokens: special tokens' text in the input is ordinary text (the backend's JSON does not
+        # carry the flag, so each copy sets it). Cutting and the worker processes assume special tokens match.
+        self.split_special = bool(getattr(hf_tokenizer, "split_special_tokens", False))
+        if self.split_special and self.precut is not None:
+            self.precut.reason = "split_special_tokens is on"
+            self.processes_off = "split_special_tokens is on"
 
     def use_processes(self, processes: int, rayon_threads: int | None = None) -> None:
         """Tokenize calls of REMOTE_MIN_TEXTS texts or more in ``processes`` worker processes (started once;
@@ -100,9 +108,11 @@ class TextTokenizer:
         max_length = _limit(max_length)
         copy = self._copies.get(max_length)
         if copy is None:
-            copy = configured(self._spec, max_length, getattr(self.hf, "truncation_side", "right"))
+            copy = configured(self._spec, max_length, getattr(self.hf, "truncation_side", "right"), self.split_special)
             with self._lock:
                 copy = self._copies.setdefault(max_length, copy)
+                while len(self._copies) > MAX_COPIES:  # a model whose max_seq_length keeps changing stays bounded
+                    self._copies.pop(next(iter(self._copies)))
         return copy
 
     def __call__(

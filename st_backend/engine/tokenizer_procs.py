@@ -31,6 +31,7 @@ try:
 except ImportError:  # not POSIX: select.poll is missing too, and TokenizerProcesses refuses to start
     fcntl = None
 
+from .errors import InputError
 from .tokenizer_worker import HEAD, PARENT, REPLY, REQUEST, SIZE
 
 _WORKER = Path(__file__).with_name("tokenizer_worker.py")
@@ -223,7 +224,7 @@ def _stop(workers: list[_Worker], owner: int) -> None:
 
 def _request(texts: list, pairs: bool, max_length: int | None, special: bool, types: bool, left: bool) -> bytes:
     if pairs and not all(isinstance(t, tuple) and len(t) == 2 for t in texts):
-        raise TypeError("a list that mixes pairs with other inputs")
+        raise InputError("a list that mixes pairs with other inputs")
     columns = [t[0] for t in texts] + [t[1] for t in texts] if pairs else texts
     blobs = [t.encode("utf-8", "surrogatepass") for t in columns]
     sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))

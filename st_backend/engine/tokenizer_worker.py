@@ -47,12 +47,14 @@ def _texts(stream, count: int) -> list[str]:
     return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
 
 
-def configured(spec: str, max_length: int | None, side: str):
+def configured(spec: str, max_length: int | None, side: str, split_special: bool = False):
     """A Rust tokenizer from its JSON, never padding, truncating longest-first to max_length (None: never), as a
-    transformers tokenizer call with truncation="longest_first" does."""
+    transformers tokenizer call with truncation="longest_first" does; ``split_special``: special tokens' text in
+    the input is tokenized as ordinary text (transformers' split_special_tokens)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(spec)
+    tokenizer.encode_special_tokens = split_special
     tokenizer.no_padding()
     if max_length is None:
         tokenizer.no_truncation()

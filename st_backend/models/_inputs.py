@@ -5,11 +5,12 @@ its own error); items ST refuses outright raise here, naming their index."""
 from __future__ import annotations
 
 from .. import _compat
+from ..engine.errors import InputError
 from ..templates import to_conversations
 
 
-def _refuse(i: int, item, why: str = "") -> TypeError:
-    return TypeError(f"inputs[{i}] is {type(item).__name__} ({item!r:.60}); this model takes texts{why}")
+def _refuse(i: int, item, why: str = "") -> InputError:
+    return InputError(f"inputs[{i}] is {type(item).__name__} ({item!r:.60}); this model takes texts{why}")
 
 
 def _st_modality(i: int, item) -> str:
@@ -51,12 +52,12 @@ def score_items(inputs: list) -> list | str:
         if not isinstance(item, (tuple, list)):
             return _st_modality(i, item)
         if len(item) != 2:
-            raise ValueError(f"inputs[{i}] has {len(item)} items; a CrossEncoder scores (query, document) pairs")
+            raise InputError(f"inputs[{i}] has {len(item)} items; a CrossEncoder scores (query, document) pairs")
         for j, part in enumerate(item):
             if not isinstance(part, str):
                 if isinstance(part, (dict, list)):
                     return "pairs with non-text parts go through ST's processor"
-                raise TypeError(f"inputs[{i}][{j}] is {type(part).__name__}; pairs hold two strings")
+                raise InputError(f"inputs[{i}][{j}] is {type(part).__name__}; pairs hold two strings")
         if isinstance(item, list):
             items = list(inputs) if items is None else items
             items[i] = tuple(item)

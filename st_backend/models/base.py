@@ -1,18 +1,25 @@
-"""What the three ST-facing classes share: engine settings at load, one engine per key (a task, a route) built
-once and safely from many threads, pickling without engines (ST's multi-process pools rebuild them in each
+"""What the three ST-facing classes share: engine settings at load, one engine per key (a task, a route) derived
+from the model as it is at each call (rebuilt when it changed) and safely from many threads, pickling without engines (ST's multi-process pools rebuild them in each
 worker), ST's own path with a one-time note, and the Matryoshka config keys ST itself ignores."""
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import _compat
 from ..engine.config import EngineConfig
 from ..engine.engine import Engine
 from ..engine.plan import Plan
+from ..engine.runner import ModelState
 from ..matryoshka import Matryoshka
 from ._fallback import warn_fallback
+from .state import Built, fingerprint
+
+# Engines kept per model (one per task or route key): a call with a new ``task=`` evicts the least recently used.
+MAX_ENGINES = 8
 
 
 class PackedModel:
@@ -20,30 +27,57 @@ class PackedModel:
 
     def _init_packed(self, engine: EngineConfig | None) -> None:
         """Engine settings, the cast they ask for, and an attention backend named in them checked at load."""
+        _compat.check_versions()
         self.engine_config = engine if engine is not None else EngineConfig()
         self.engine_config.cast(self)
         self.engine_config.check_attention(self)
-        self._st_engines: dict = {}
+        self._st_engines: OrderedDict = OrderedDict()
         self._st_lock = threading.Lock()
 
     def _packed_engine(self, key, plan: Callable[[], Plan | str]) -> Engine | str:
-        """The engine for ``key`` (built from ``plan()`` once), or the reason its calls run ST's own path."""
+        """The engine for ``key``, derived from the model as it is now, or the reason its calls run ST's own path.
+
+        Built from ``plan()`` at the first call and again whenever the model changed since (models/state.py):
+        modules added, removed or replaced, their settings, the tokenizer's state, adapters, hooks, a patched
+        forward. A handful of keys are kept, least recently used first out."""
         if not self.engine_config.packed:
             return "EngineConfig(packed=False)"
-        engine = self._st_engines.get(key)
-        if engine is None:
+        built = self._st_engines.get(key)
+        if built is None or not built.current(self):
             with self._st_lock:
-                engine = self._st_engines.get(key)
-                if engine is None:
-                    built = plan()
-                    engine = self._st_engines[key] = (
-                        built if isinstance(built, str) else Engine(built, self.engine_config)
-                    )
-        return engine
+                built = self._st_engines.get(key)
+                if built is None or not built.current(self):
+                    built = self._st_engines[key] = self._build(plan)
+                self._st_engines.move_to_end(key)
+                while len(self._st_engines) > MAX_ENGINES:
+                    self._st_engines.popitem(last=False)
+        else:
+            try:
+                self._st_engines.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile: this call still has its engine
+                pass
+        return built.engine
+
+    def _build(self, plan: Callable[[], Plan | str]) -> Built:
+        # The state is read before the plan, so a change made while building is seen at the next call.
+        found, tree = fingerprint(self), ModelState(self)
+        reason = tree.changed_behaviour()
+        if reason is None:
+            try:
+                made = plan()
+                reason = made if isinstance(made, str) else None
+                engine = Engine(made, self.engine_config) if reason is None else None
+            except Exception as exc:  # a module that cannot be viewed or copied (say, a tensor attribute)
+                reason = f"the packed engine could not be built from this model ({type(exc).__name__}: {exc})"
+        return Built(reason if reason is not None else engine, found, tree)
+
+    def engines(self) -> dict:
+        """Each key's engine (or the reason it runs ST's own path), as built so far."""
+        return {key: built.engine for key, built in list(self._st_engines.items())}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_st_engines"] = {}  # tokenizer copies and runners are rebuilt in each process
+        state["_st_engines"] = OrderedDict()  # tokenizer copies and runners are rebuilt in each process
         state.pop("_st_lock", None)
         return state
 

@@ -41,7 +41,7 @@ class CrossEncoder(PackedModel, PoolMixin, sentence_transformers.CrossEncoder):
     ) -> None:
         path = args[0] if args else kwargs.get("model_name_or_path")
         given = chat_template is not None or "chat_template" in (kwargs.get("processor_kwargs") or {})
-        super().__init__(*args, **with_chat_template(kwargs, chat_template, path))
+        super().__init__(*args, **with_chat_template(_compat.init_kwargs(kwargs), chat_template, path))
         self._init_packed(engine)
         engine_or_reason = self.engine()
         if not isinstance(engine_or_reason, str) and engine_or_reason.template is not None:

@@ -105,3 +105,103 @@ def _token_pool(module, x, keep, seq_ids, n: int, task):
     out = features["token_embeddings"][out_mask]
     owners = torch.arange(n, device=x.device)[:, None].expand_as(out_mask)[out_mask]
     return out, owners
+
+
+# -- SPLADE (SparseEncoder): the model's own masked-LM head, SpladePooling's activation and pooling ----------------
+
+#: Logits one step of the sparse head holds at most ((tokens x vocab) elements): a chunk of a batch's tokens goes
+#: through the MLM head at a time, so memory stays bounded whatever the token budget (549 tokens of a 30,522 vocab).
+MAX_LOGITS = 1 << 24
+
+#: What each transformers ``*ForMaskedLM`` class computes after its base model (its forward, as written there).
+MLM_HEADS = {
+    "BertForMaskedLM": lambda m, h: m.cls(h),
+    "DistilBertForMaskedLM": lambda m, h: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h)))),
+    "ElectraForMaskedLM": lambda m, h: m.generator_lm_head(m.generator_predictions(h)),
+    "RobertaForMaskedLM": lambda m, h: m.lm_head(h),
+    "XLMRobertaForMaskedLM": lambda m, h: m.lm_head(h),
+    "CamembertForMaskedLM": lambda m, h: m.lm_head(h),
+    "MPNetForMaskedLM": lambda m, h: m.lm_head(h),
+    "ModernBertForMaskedLM": lambda m, h: m.decoder(m.head(h)),
+}
+
+
+@dataclass(frozen=True)
+class SparseOptions:
+    """ST's SparseEncoder arguments the head applies per batch, as ST applies them per batch: max_active_dims
+    (keep each row's largest values, ST's own select_max_active_dims); sparse: rows as 1D sparse COO tensors
+    (convert_to_sparse_tensor), else dense (n, vocab) rows; to_cpu: sparse rows moved to the CPU (save_to_cpu)."""
+
+    max_active_dims: int | None = None
+    sparse: bool = True
+    to_cpu: bool = False
+
+
+def _splade_runs(lengths, step: int):
+    """(first input, end input, first token, end token) of runs of whole inputs of at most ``step`` tokens, in the
+    batch's order; an input longer than ``step`` is a run of its own (its tokens are then taken ``step`` at a time)."""
+    import numpy as np
+
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    i = 0
+    while i < len(lengths):
+        j = max(int(np.searchsorted(starts, starts[i] + step, side="right")) - 1, i + 1)
+        yield i, j, int(starts[i]), int(starts[j])
+        i = j
+
+
+def sparse_head(model: torch.nn.Module, pooling_strategy: str, activation_function: str):
+    """SPLADE on packed hidden states: ``model``'s own MLM head (MLM_HEADS) on real tokens only, a chunk of at most
+    MAX_LOGITS logits at a time, then SpladePooling's ``log1p(relu(x))`` (twice log1p for ``log1p_relu``) and its
+    max or sum per input, never a padded (batch x length x vocab) tensor -> a list of n 1D sparse rows, or (n, vocab).
+
+    Max pooling takes each input's largest logit first and activates only the (n, vocab) result: the activation
+    is monotonic, so that is the same value as ST's max of activated logits, for 1/length of the activation work.
+    Sums accumulate in fp32."""
+    from sentence_transformers.util import select_max_active_dims
+
+    logits_of = MLM_HEADS[type(model).__name__]
+    summing = pooling_strategy == "sum"
+
+    def activate(x: torch.Tensor) -> torch.Tensor:  # in place, as SpladePooling in eval mode
+        x = x.relu_().log1p_()
+        return x.log1p_() if activation_function == "log1p_relu" else x
+
+    def pooled(hidden: torch.Tensor, seq_ids: torch.Tensor, run: tuple[int, int, int, int], step: int):
+        first, end, a, b = run
+        if end - first > 1:  # whole inputs, within one chunk
+            logits = logits_of(model, hidden[a:b])
+            owners = seq_ids[a:b] - first
+            if summing:
+                out = logits.new_zeros((end - first, logits.shape[1]), dtype=_acc(logits))
+                return out.index_add_(0, owners, activate(logits).to(out.dtype)).to(logits.dtype)
+            out = logits.new_full((end - first, logits.shape[1]), float("-inf"))
+            return activate(out.scatter_reduce_(0, owners[:, None].expand_as(logits), logits, reduce="amax"))
+        out = None
+        for s in range(a, b, step):  # one input, possibly longer than a chunk
+            logits = logits_of(model, hidden[s : min(s + step, b)])
+            part = activate(logits).sum(0, keepdim=True, dtype=_acc(logits)) if summing else logits.amax(0, True)
+            out = part if out is None else (out + part if summing else torch.maximum(out, part))
+        return out.to(logits.dtype) if summing else activate(out)
+
+    def head(hidden: torch.Tensor, batch, call) -> list | torch.Tensor:
+        options: SparseOptions = call.options
+        step = max(1, MAX_LOGITS // model.get_output_embeddings().out_features)
+        rows: list = []
+        for run in _splade_runs(batch.host_lengths, step):
+            emb = pooled(hidden, batch.seq_ids, run, step)
+            if options.max_active_dims is not None:
+                emb = select_max_active_dims(emb, max_active_dims=options.max_active_dims)
+            if options.sparse:  # as ST: each chunk's rows made sparse (and moved) before the next is computed
+                emb = emb.to_sparse()
+                rows.extend(emb.cpu() if options.to_cpu else emb)
+            else:
+                rows.append(emb)
+        return rows if options.sparse else torch.cat(rows)
+
+    return head
+
+
+def _acc(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype

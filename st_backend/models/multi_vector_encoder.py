@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import sentence_transformers
 import torch
-import torch.nn.functional as F
 
 from .. import _compat
 from ..engine.config import EngineConfig
 from ..engine.engine import Engine
+from ..engine.errors import InputError
 from ..engine.plan import Call
 from ..late_interaction import MAX_ELEMENTS, PackedEmbeddings, maxsim, rank_scores
 from ._fallback import call_reason
@@ -63,12 +63,24 @@ class MultiVectorEncoder(PackedModel, PoolMixin, sentence_transformers.MultiVect
         is_matryoshka: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs = _compat.init_kwargs(kwargs)
+        if _compat.MVE_TRUNCATES:
+            kwargs["truncate_dim"] = truncate_dim
         super().__init__(*args, **kwargs)
+        if not _compat.MVE_TRUNCATES:  # ST 6.2: the load-time default and the saved one, as ST 6.3 keeps them
+            self.truncate_dim = (
+                truncate_dim if truncate_dim is not None else getattr(self, "_st_config", {}).get("truncate_dim")
+            )
         hf_config = getattr(getattr(self[0], "model", None), "config", None) if len(self) else None
         self._init_matryoshka(matryoshka_dimensions, matryoshka_strict, is_matryoshka, hf_config)
-        self.truncate_dim = truncate_dim
-        self.matryoshka.check(truncate_dim, self.get_embedding_dimension(), self)
+        self.matryoshka.check(self.truncate_dim, _compat.untruncated_dimension(self), self)
         self._init_packed(engine)
+
+    def _get_model_config(self) -> dict[str, Any]:
+        config = super()._get_model_config()
+        if self.truncate_dim is not None:  # ST 6.3 writes it too; on 6.2 it is kept for 6.3 and for us
+            config["truncate_dim"] = self.truncate_dim
+        return config
 
     def engine_for(self, task: str | None = None) -> Engine | str:
         """The engine that serves ``task``, or the reason its calls run ST's own path."""
@@ -78,28 +90,22 @@ class MultiVectorEncoder(PackedModel, PoolMixin, sentence_transformers.MultiVect
 
     def encode(self, inputs, *args: Any, truncate_dim: int | None = None, **kwargs: Any):
         truncate_dim = truncate_dim if truncate_dim is not None else self.truncate_dim
-        self.matryoshka.check(truncate_dim, self.get_embedding_dimension(), self)
+        self.matryoshka.check(truncate_dim, _compat.untruncated_dimension(self), self)
+        if _compat.MVE_TRUNCATES:  # ST 6.3 passes truncate_dim on to _inference, which truncates after pooling
+            return super().encode(inputs, *args, truncate_dim=truncate_dim, **kwargs)
+        # ST 6.2 knows no truncate_dim: truncate its result as 6.3 does (after pooling, then L2-normalise).
         result = super().encode(inputs, *args, **kwargs)
-        if truncate_dim is None or kwargs.get("output_value", "token_embeddings") is None:
+        if truncate_dim is None:
             return result
-        renormalize = kwargs.get("normalize_embeddings", False) or self._ends_normalized()
-        return self._truncate(result, truncate_dim, renormalize)
-
-    def _ends_normalized(self) -> bool:
-        last = list(self)[-1]
-        return type(last) is _compat.Normalize and last.module_output_name == "token_embeddings"
-
-    @staticmethod
-    def _truncate(result, dim: int, renormalize: bool):
-        def cut(e):
-            e = e[..., :dim]
-            if not renormalize:
-                return e
-            if isinstance(e, np.ndarray):
-                return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
-            return F.normalize(e, p=2, dim=-1)
-
-        return [cut(e) for e in result] if isinstance(result, list) else cut(result)
+        if kwargs.get("output_value", "token_embeddings") is None:
+            for features in result if isinstance(result, list) else [result]:
+                features["token_embeddings"] = _truncated(features["token_embeddings"], truncate_dim)
+            return result
+        return (
+            [_truncated(e, truncate_dim) for e in result]
+            if isinstance(result, list)
+            else _truncated(result, truncate_dim)
+        )
 
     def _why_not_call(self, output_value: str | None, kwargs: dict) -> str | None:
         if output_value is None:
@@ -128,6 +134,8 @@ class MultiVectorEncoder(PackedModel, PoolMixin, sentence_transformers.MultiVect
             if token_pooling.applies_to(task) and any(isinstance(m, _compat.BaseTokenPooling) for m in self):
                 logger.warning("st_backend: the per-call token_pooling pools further on top of the model's own")
             rows = token_pooling.pool(rows, task=task)
+        if a.get("truncate_dim") is not None:
+            rows = [_truncated(r, a["truncate_dim"]) for r in rows]
         return [r.cpu() for r in rows] if a.get("save_to_cpu") else rows
 
     def _encode_packed(self, engine, texts, prompt, task, normalize, device) -> PackedEmbeddings:
@@ -222,13 +230,13 @@ class MultiVectorEncoder(PackedModel, PoolMixin, sentence_transformers.MultiVect
         else:
             docs = _as_rows(documents)
             if docs is None:
-                raise TypeError("documents must be texts, PackedEmbeddings or a list of (tokens, dim) embeddings")
+                raise InputError("documents must be texts, PackedEmbeddings or a list of (tokens, dim) embeddings")
         if isinstance(query, str):
             q = self.encode_query([query], batch_size=batch_size, device=device)
         elif isinstance(query, (torch.Tensor, np.ndarray)) and query.ndim == 2:
             q = [query]
         else:
-            raise TypeError(f"query must be a string or one (tokens, dim) embedding, not {type(query).__name__}")
+            raise InputError(f"query must be a string or one (tokens, dim) embedding, not {type(query).__name__}")
         scores = maxsim(
             q,
             docs,
@@ -252,11 +260,19 @@ ST_ARGUMENTS = frozenset(
         "save_to_cpu",
         "normalize_embeddings",
         "token_pooling",
+        "truncate_dim",
         "task",
         "device",
     }
 )
 _TASK_PROMPTS = {"document": ("document", "passage", "corpus"), "query": ("query",)}
+
+
+def _truncated(rows, dim: int):
+    """The first ``dim`` dimensions of token vectors, L2-normalised again (ST 6.3's truncate_dim)."""
+    if isinstance(rows, np.ndarray):
+        return _compat.normalize_token_vectors(torch.from_numpy(rows[..., :dim])).numpy()
+    return _compat.normalize_token_vectors(rows[..., :dim])
 
 
 def _rows_device(rows) -> torch.device | None:

@@ -51,13 +51,17 @@ def why_not_transformer(
     if s["tokenizer"] is None:
         return "the Transformer has no tokenizer"
     model = s["model"]
-    if hasattr(model, "peft_config"):
+    if hasattr(model, "peft_config") or any(type(m).__module__.startswith("peft.") for m in model.modules()):
+        # Also layers injected without a config: their on/off switch is an attribute a packed view would not see.
         return "the model carries PEFT adapters"
     if getattr(model.config, "output_hidden_states", False):
         return "output_hidden_states is on (all_layer_embeddings)"
     found = resolve_arch(model.config)
     if isinstance(found, str):
         return found
+    if found.absolute_positions and getattr(s["tokenizer"], "padding_side", "right") == "left":
+        # ST's result then depends on the batch (see README, Known ST quirks): its own path gives exactly it.
+        return f"a left-padding tokenizer shifts {found.model_type}'s absolute positions by each row's pad count"
     return remote_code_reason(model)
 
 
@@ -182,3 +186,49 @@ def _expansion(transformer, expansion: dict, fill: int) -> Expansion:
     cap = transformer.query_length
     cap = max(cap, floor) if cap is not None else transformer.tokenizer.model_max_length
     return Expansion(floor=floor, cap=cap, fill=fill, fixed=False)
+
+
+def _as_transformer(module: torch.nn.Module) -> torch.nn.Module:
+    """ST's MLMTransformer is its Transformer with fill-mask defaults (its own code only loads): for the checks of
+    why_not_transformer, a Transformer sharing its attributes (nothing is copied or changed)."""
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer
+
+    if type(module) is not MLMTransformer:
+        return module
+    view = _compat.Transformer.__new__(_compat.Transformer)
+    object.__setattr__(view, "__dict__", module.__dict__)
+    return view
+
+
+def sparse_plan(modules: list[torch.nn.Module], task: str | None = None) -> Plan | str:
+    """[MLMTransformer or Transformer(fill-mask), SpladePooling] serving ``task`` (SPLADE), or the reason."""
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    from .heads import MLM_HEADS, sparse_head
+
+    names = [type(m).__name__ for m in modules]
+    if names[:1] == ["SparseStaticEmbedding"]:
+        return "an inference-free route (SparseStaticEmbedding: one weight per token, no transformer to pack)"
+    if len(modules) != 2 or type(modules[1]) is not SpladePooling:
+        return f"the pipeline {names} is not a masked-LM Transformer followed by SpladePooling"
+    first, pooling = modules
+    reason = why_not_transformer(_as_transformer(first), "fill-mask", "logits")
+    if reason:
+        return reason
+    model = first.model
+    if type(model).__name__ not in MLM_HEADS:
+        return f"no packed masked-LM head for {type(model).__name__}"
+    if pooling.pooling_strategy not in ("max", "sum") or pooling.activation_function not in ("relu", "log1p_relu"):
+        return f"SpladePooling({pooling.pooling_strategy!r}, {pooling.activation_function!r}) is not ST's max/sum"
+    return Plan(
+        model=model.base_model,  # the runner calls the base model; the head is the MLM class's own
+        tokenizer=first.tokenizer,
+        arch=spec_for(model.config),
+        head=sparse_head(model, pooling.pooling_strategy, pooling.activation_function),
+        max_length=lambda call: _compat.text_max_length(first, task),
+        description={
+            "task": "sparse",
+            "pooling": pooling.pooling_strategy,
+            "activation": pooling.activation_function,
+        },
+    )

@@ -129,7 +129,7 @@ def _max_chars(model) -> int | None:
 
 def _engines(model) -> dict[str, Any]:
     """What serves each task in this process: attention backends of the packed engine, or ST's own path."""
-    found = dict(getattr(model, "_st_engines", None) or {})
+    found = model.engines() if hasattr(model, "engines") else {}
     out = {}
     for task, engine in found.items():
         if isinstance(engine, str):

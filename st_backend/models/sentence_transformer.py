@@ -42,18 +42,14 @@ class SentenceTransformer(PackedModel, PoolMixin, sentence_transformers.Sentence
         **kwargs: Any,
     ) -> None:
         path = args[0] if args else kwargs.get("model_name_or_path")
-        super().__init__(*args, **with_chat_template(kwargs, chat_template, path))
+        super().__init__(*args, **with_chat_template(_compat.init_kwargs(kwargs), chat_template, path))
         hf_config = getattr(getattr(self[0], "model", None), "config", None) if len(self) else None
         self._init_matryoshka(matryoshka_dimensions, matryoshka_strict, is_matryoshka, hf_config)
         self.matryoshka.check(self.truncate_dim, self._full_dimension(), self)
         self._init_packed(engine)
 
     def _full_dimension(self) -> int | None:
-        truncate_dim, self.truncate_dim = self.truncate_dim, None
-        try:
-            return self.get_embedding_dimension()
-        finally:
-            self.truncate_dim = truncate_dim
+        return _compat.untruncated_dimension(self)
 
     def _modules_for(self, task: str | None) -> list:
         modules = list(self)
@@ -68,8 +64,9 @@ class SentenceTransformer(PackedModel, PoolMixin, sentence_transformers.Sentence
     def _why_not_call(self, engine: Engine, output_value: str | None, kwargs: dict) -> str | None:
         if output_value not in ("sentence_embedding", "token_embeddings"):
             return "output_value=None returns ST's full per-input feature dicts"
-        if output_value == "token_embeddings" and getattr(engine.plan.tokenizer, "padding_side", "right") == "left":
-            # ST trims only trailing padding, so its rows keep the left pads (as many as the batch needs).
+        left_padded = getattr(engine.plan.tokenizer, "padding_side", "right") == "left"
+        if output_value == "token_embeddings" and left_padded and _compat.TOKEN_EMBEDDINGS_KEEP_LEFT_PADS:
+            # ST 6.2 trims only trailing padding, so its rows keep the left pads (as many as the batch needs).
             return "token_embeddings with a left-padding tokenizer keep ST's batch-dependent pad rows"
         return call_reason(self, kwargs, frozenset({"task"}))
 

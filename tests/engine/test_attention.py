@@ -87,3 +87,26 @@ def test_varlen_without_enable_gqa_checks_whether_the_kernel_takes_fewer_kv_head
         q, k, k, PackedAttention(torch.tensor([0, 4, 10], dtype=torch.int32), 6), scale=0.3, causal=False, window=None
     )
     assert calls == [2 if native else 4]  # K/V repeated per query head only when the kernel cannot take them
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlm-roberta", "modernbert", "qwen3", "llama"])
+def test_packed_forward_builds_no_mask_and_scans_no_positions(tiny_root, arch, monkeypatch):
+    """transformers' mask builders return no mask for the packed backends without scanning position_ids for packed
+    sequences (a host sync per forward: decoders on every release, BERT-family masks from 5.25 on)."""
+    import sentence_transformers
+    from tiny_models import build_st_dir
+    from transformers import masking_utils
+
+    import st_backend
+
+    path = str(build_st_dir(arch, tiny_root))
+    texts = ["the cat sat", "a much longer text about the dog and the cat", "x"]
+    fast = st_backend.SentenceTransformer(path, device="cpu")
+    want = sentence_transformers.SentenceTransformer(path, device="cpu").encode(texts)
+    fast.encode(texts)  # the engine and its runner built, outside the patch
+
+    def scanned(*args, **kwargs):
+        raise AssertionError("find_packed_sequence_indices ran inside a packed forward")
+
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", scanned)
+    torch.testing.assert_close(torch.from_numpy(fast.encode(texts)), torch.from_numpy(want), atol=1e-5, rtol=1e-4)

@@ -240,23 +240,51 @@ def test_threads_sharing_the_workers_when_one_stops(tok, want, caplog):
     _assert_gone(started)
 
 
-def test_ctrl_c_mid_call_then_the_next_call_is_correct(tok, want):
+def test_ctrl_c_mid_call_then_the_next_call_is_correct(tok, want, monkeypatch):
     """SIGINT reaches the main thread while it waits for a worker's reply; then a call gives correct rows, and
-    the interrupted worker was killed and reaped."""
+    the interrupted worker was killed and reaped.
+
+    No race with the worker's or the scheduler's speed (a loaded machine): once the call starts waiting for the
+    reply, the worker that has the request (it has read all of it) is stopped, and the call's deadline is past the
+    test's bound, so the call can only be waiting for the reply when another thread, which has seen the main thread
+    inside that wait, sends SIGINT. (Sent when the worker was seen to have read the request, as this test did, the
+    signal could land after a quick reply had ended the call.)"""
     procs = list(tok._processes._procs)
     started = {proc.pid: _start_time(proc.pid) for proc in procs}
     size = len(tokenizer_procs._request(TEXTS, False, None, True, False, False))
+    reply = tokenizer_procs.HEAD + 4 * len(TEXTS) + 4 * int(want.lengths.sum())  # ids and lengths, no type ids
     base = {pid: _rchar(pid) for pid in started}
-    done, hit = threading.Event(), []
+    waiting, hit = threading.Event(), []
+    recv = tokenizer_procs._Worker.recv
 
-    def interrupt():
-        give_up = time.monotonic() + BOUND_S
-        while not done.is_set() and time.monotonic() < give_up:
-            for pid in started:
-                if _rchar(pid) >= base[pid] + size:  # it has the request: the call waits for the reply
-                    hit.append(pid)
-                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-                    return
+    def stop_then_recv(worker, nbytes, deadline, ready=True):
+        """The call's first wait for the reply: stop the worker there once it has read the request, then wait."""
+        if not ready and not hit:
+            pid, give_up = worker.proc.pid, time.monotonic() + BOUND_S
+            while _rchar(pid) < base[pid] + size:  # the last of the request may still be in the pipe
+                assert time.monotonic() < give_up, "the worker never read the request"
+                time.sleep(0.0005)
+            os.kill(pid, signal.SIGSTOP)
+            while not tokenizer_procs._state(pid).startswith("T"):  # from here on it writes nothing
+                assert time.monotonic() < give_up, "the worker did not stop"
+                time.sleep(0.0005)
+            import fcntl  # (Linux only, as the module)
+
+            pipe = fcntl.fcntl(worker.stdout.fileno(), fcntl.F_GETPIPE_SZ)
+            assert reply > pipe, "the reply fits in the pipe: the stopped worker may have sent it all"
+            hit.append(pid)
+            waiting.set()
+        return recv(worker, nbytes, deadline, ready)
+
+    def interrupt():  # once the main thread is inside the wait for the reply, which it cannot leave by itself
+        if not waiting.wait(BOUND_S):
+            return
+        main, give_up = threading.main_thread().ident, time.monotonic() + BOUND_S
+        while time.monotonic() < give_up:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code is tokenizer_procs._wait.__code__:
+                signal.pthread_kill(main, signal.SIGINT)
+                return
             time.sleep(0.0005)
 
     def unhang():  # a call that never returns would hang the test: kill the workers, so that it fails
@@ -264,6 +292,8 @@ def test_ctrl_c_mid_call_then_the_next_call_is_correct(tok, want):
             proc.kill()
 
     assert threading.current_thread() is threading.main_thread()
+    monkeypatch.setattr(tokenizer_procs._Worker, "recv", stop_then_recv)
+    monkeypatch.setattr(tokenizer_procs, "deadline_s", lambda *args, **kwargs: 4 * BOUND_S)  # the watchdog's first
     watchdog, interrupter = threading.Timer(BOUND_S, unhang), threading.Thread(target=interrupt, daemon=True)
     returned, interrupted = None, False
     try:
@@ -272,12 +302,14 @@ def test_ctrl_c_mid_call_then_the_next_call_is_correct(tok, want):
             interrupter.start()
             returned = tok(TEXTS, None)
         finally:
-            done.set()
+            waiting.set()
             watchdog.cancel()
             interrupter.join()
     except KeyboardInterrupt:
         interrupted = True
     assert hit and interrupted and returned is None, "the call was not interrupted while it waited"
+    monkeypatch.setattr(tokenizer_procs._Worker, "recv", recv)
+    monkeypatch.setattr(tokenizer_procs, "deadline_s", lambda *args, **kwargs: DEADLINE_S)
     result, _ = _call_in_thread(tok, TEXTS)
     assert not isinstance(result, BaseException), repr(result)
     _same(result, want)

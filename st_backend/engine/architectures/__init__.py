@@ -21,6 +21,7 @@ class ArchSpec:
     pad_positions: RoBERTa-family positions (create_position_ids_from_input_ids): padding_idx + 1 on, counting only
         non-pad tokens, a pad id taking padding_idx (a text may hold the literal pad token); else 0-based.
     token_type_ids: the forward takes token types (BERT pairs need them).
+    absolute_positions: positions 0.. from the padded row's start, not the first real token (see the field).
     windows: the sliding windows (tokens each side) its layers use, besides full attention.
     """
 
@@ -28,6 +29,9 @@ class ArchSpec:
     causal: bool = False
     token_type_ids: bool = False
     pad_positions: bool = False
+    # Positions count from the start of the padded row whatever the mask says (BERT, DistilBERT, ELECTRA): with a
+    # left-padding tokenizer, ST's batches shift every position by the row's pad count.
+    absolute_positions: bool = False
     windows: Callable[[PretrainedConfig], tuple[int, ...]] = lambda config: ()
     family: str = ""  # what `st-backend info` calls it
     windowed: bool = False  # its checkpoints typically have sliding-window layers (for info's probe)

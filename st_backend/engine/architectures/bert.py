@@ -9,4 +9,4 @@ def _classify(model, hidden, batch):
     return model.classifier(model.dropout(pooled))
 
 
-register(ArchSpec("bert", token_type_ids=True, family="BERT", classify=_classify))
+register(ArchSpec("bert", token_type_ids=True, absolute_positions=True, family="BERT", classify=_classify))

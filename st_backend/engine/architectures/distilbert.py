@@ -11,4 +11,4 @@ def _classify(model, hidden, batch):
     return model.classifier(model.dropout(pooled))
 
 
-register(ArchSpec("distilbert", family="DistilBERT", classify=_classify))
+register(ArchSpec("distilbert", absolute_positions=True, family="DistilBERT", classify=_classify))

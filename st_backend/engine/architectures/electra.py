@@ -4,4 +4,6 @@ model); its classification head reads the first token."""
 from ..positions import classify_first_token
 from . import ArchSpec, register
 
-register(ArchSpec("electra", token_type_ids=True, family="ELECTRA", classify=classify_first_token))
+register(
+    ArchSpec("electra", token_type_ids=True, absolute_positions=True, family="ELECTRA", classify=classify_first_token)
+)

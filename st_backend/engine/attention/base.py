@@ -39,6 +39,8 @@ class AttentionBackend:
     name: str = ""
     # Whether attend() takes keys laid out apart from the queries (PackedAttention.cu_seqlens_k).
     shared_prefix: bool = False
+    # Pads each input to the batch's longest inside attention: the scheduler then batches inputs of like lengths.
+    pads: bool = False
     # Whether attend() reads the layout from device tensors and max_len alone, so a captured CUDA graph replays it
     # for any layout of the same shape (engine/graphs.py). A backend that reads lengths on the host (or caches
     # a mask built from them) would replay the capture's layout: False.
@@ -136,8 +138,3 @@ def hf_attention_function(backend: AttentionBackend):
         return out.unsqueeze(0), None
 
     return attention
-
-
-def no_mask(*args, **kwargs) -> None:
-    """Mask function for the packed backends: the layout travels in cu_seqlens, no dense mask is built."""
-    return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .base import AttentionBackend, PackedAttention, hf_attention_function, no_mask
+from .base import AttentionBackend, PackedAttention, hf_attention_function
 from .reference import ReferenceBackend
 from .registry import make_backend, priority
 
@@ -23,14 +23,16 @@ _REGISTERED: dict[str, AttentionBackend] = {}
 
 
 def register(backend: AttentionBackend) -> str:
-    """Register a backend with transformers' AttentionInterface / AttentionMaskInterface; returns its name."""
+    """Register a backend with transformers' AttentionInterface; returns its name.
+
+    No mask function is registered: transformers' mask builders then return no mask at once, as for any custom
+    attention (the layout travels in cu_seqlens). A registered one made them scan position_ids for packed
+    sequences first, a host sync per forward (decoders on every release; BERT-family models from 5.25 on)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
 
     name = backend.hf_name
     if _REGISTERED.get(name) is not backend:
         AttentionInterface.register(name, hf_attention_function(backend))
-        AttentionMaskInterface.register(name, no_mask)
         _REGISTERED[name] = backend
     return name
 

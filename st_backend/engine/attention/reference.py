@@ -54,6 +54,7 @@ class _Layout:
 class ReferenceBackend(AttentionBackend):
     name = "reference"
     shared_prefix = True
+    pads = True  # each input is padded to its batch's longest inside attention
 
     def __init__(self) -> None:
         self._cache: tuple[torch.Tensor, _Layout] | None = None
