@@ -137,6 +137,8 @@ def test_encode_matches_st(tiny_root, no_fallback, arch, strategy, activation):
         assert_same(getattr(fast, method)(TEXTS, **kwargs), want, f"{arch} {method}{kwargs}")
     assert_same(fast.encode("one text"), plain.encode("one text"), "one text")
     assert_same(fast.encode([""]), plain.encode([""]), "empty string")
+    mixed = [("a query", "a document"), {"text": "a dict"}, "a text"]
+    assert_same(fast.encode(mixed), plain.encode(mixed), "a pair and a dict")
     for kwargs in ({}, {"convert_to_sparse_tensor": False}, {"convert_to_tensor": False}):
         assert_same(fast.encode([], **kwargs), plain.encode([], **kwargs), f"no input {kwargs}")
     assert ran_packed(fast) and ran_packed(fast, "query") and ran_packed(fast, "document")
@@ -229,3 +231,17 @@ def test_multi_process_pool(tiny_root):
         assert_same(dense, plain.encode(TEXTS, convert_to_sparse_tensor=False))
     finally:
         fast.stop_multi_process_pool(pool)
+
+
+def test_bench_task(tiny_root):
+    """``st-backend bench --task sparse``: the task's calls, token counts and fidelity metric on a tiny model."""
+    from st_backend.bench.tasks import TASKS
+
+    task = TASKS["sparse"]
+    assert task.plain_class == "SparseEncoder"
+    fast, plain = pair(splade_dir("bert", tiny_root))
+    inputs = list(TEXTS)  # the task's inputs are the corpus texts
+    name, value = task.compare(task.default_call(plain, inputs), task.default_call(fast, inputs))
+    assert name == "min cosine" and value > 0.99999
+    assert task.tuned_call(fast, inputs, 4).shape == (len(TEXTS), fast.get_embedding_dimension())
+    assert list(task.tokens(fast, inputs)) == [int(m.sum()) for m in plain.preprocess(inputs)["attention_mask"]]

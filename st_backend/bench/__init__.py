@@ -26,10 +26,12 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default", help="a path, 'default', or a random model size: " + ", ".join(SIZES))
     p.add_argument(
         "--task",
-        choices=["embed", "rerank", "colbert", "maxsim"],
+        choices=["embed", "rerank", "rank", "colbert", "maxsim", "sparse"],
         default="embed",
-        help="embed: SentenceTransformer; rerank: CrossEncoder; colbert: MultiVectorEncoder document encoding; "
-        "maxsim: MaxSim reranking of --docs-per-query encoded documents for --num-queries queries",
+        help="embed: SentenceTransformer; rerank: CrossEncoder predict on pairs of different queries; rank: "
+        "CrossEncoder rank(query, documents) for --num-queries queries of ~300 characters with --docs-per-query "
+        "documents each; colbert: MultiVectorEncoder document encoding; maxsim: MaxSim reranking of "
+        "--docs-per-query encoded documents for --num-queries queries; sparse: SparseEncoder (SPLADE)",
     )
     p.add_argument(
         "--corpus",

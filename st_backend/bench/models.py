@@ -33,7 +33,7 @@ def build_random_model(size: str, task: str, max_len: int = 512) -> str:
     arch = SIZES[size][0]
     root = tempfile.mkdtemp(prefix=f"st_backend_bench_{size}_")
     model = dict(size=size, tokenizer="minilm", max_len=max_len)
-    if task == "rerank":
+    if task in ("rerank", "rank"):
         return str(factory.build_hf_dir(arch, root, "causal-lm" if is_decoder(arch) else "seq-cls", **model))
     if task == "embed":
         path = factory.build_st_dir(arch, root, normalize=True, **model)

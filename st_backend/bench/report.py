@@ -17,7 +17,7 @@ def format_report(r: dict) -> str:
         if "cuda_graphs" in r.get("engine", {}):
             lines.append(f"CUDA graphs: {r['engine']['cuda_graphs']}")
         return "\n".join(lines)
-    unit = "pairs" if r["task"] == "rerank" else "texts"
+    unit = "pairs" if r["task"] in ("rerank", "rank") else "texts"
     head += f", attention {r['attention_backend']}"
     if r.get("rewrites"):
         head += ", rewrites " + ", ".join(f"{name} ({n} sites)" for name, n in r["rewrites"].items())

@@ -114,7 +114,7 @@ def load_models(args, device: torch.device, dtype: torch.dtype):
         build_random_model(args.model, args.task, args.max_length) if args.model in SIZES else resolve_model(args.model)
     )
     task = TASKS[args.task]
-    template = template_for(args.model) if args.task == "rerank" else None
+    template = template_for(args.model) if args.task in ("rerank", "rank") else None
     plain_kwargs = {"processor_kwargs": {"chat_template": template}} if template else {}
     fast_kwargs = {"chat_template": template} if template else {}
     plain = getattr(sentence_transformers, task.plain_class)(path, device=str(device), **plain_kwargs).to(dtype)
@@ -149,7 +149,7 @@ def run_bench(args) -> dict:
     task = TASKS[args.task]
     progress(args, f"reading {args.num_texts} texts of corpus {args.texts or args.corpus}")
     texts = load_corpus(args.texts or args.corpus, args.num_texts, args.data_dir, args.long_tokens)
-    inputs = task.inputs(texts)
+    inputs = task.inputs(texts, args)
     progress(args, f"loading {args.model} on {device} ({str(dtype).replace('torch.', '')})")
     path, plain, fast, default = load_models(args, device, dtype)
     report = {
@@ -264,7 +264,7 @@ def latency(task, plain, fast, inputs, calls: int, device: torch.device) -> dict
 
 def task_engine(fast, task: str):
     """The engine serving the task's calls, or the reason they run ST's own path."""
-    return fast.engine() if task == "rerank" else fast.engine_for("document" if task == "colbert" else None)
+    return fast.engine() if task in ("rerank", "rank") else fast.engine_for("document" if task == "colbert" else None)
 
 
 def describe(fast, task: str) -> dict:

@@ -40,7 +40,7 @@ def sparse_min_cosine(ref, got) -> tuple[str, float]:
 class Task:
     unit: str
     plain_class: str  # the sentence_transformers class name; st_backend has one of the same name
-    inputs: Callable[[list[str]], list]  # the corpus texts -> this task's inputs
+    inputs: Callable[[list[str], object], list]  # (the corpus texts, bench's args) -> this task's inputs
     default_call: Callable  # (model, inputs) -> output, exactly as ST's docs write it
     tuned_call: Callable  # (model, inputs, batch_size) -> tensor
     compare: Callable  # (ref, got) -> (name, value)
@@ -66,11 +66,38 @@ def embed_tokens(model, inputs: list) -> list[int]:
     ]
 
 
+def rank_inputs(texts: list[str], args) -> list[tuple[str, str]]:
+    """``--num-queries`` queries of ~300 characters, each with its own ``--docs-per-query`` documents of the corpus
+    (as many whole groups as the corpus holds), as (query, document) pairs grouped by query."""
+    from .corpora import synthetic_corpus
+
+    per = max(1, args.docs_per_query)
+    groups = max(1, min(args.num_queries, len(texts) // per))
+    queries = synthetic_corpus(groups, median_words=50, sigma=0.2, seed=1)
+    return [(queries[g], d) for g in range(groups) for d in texts[g * per : (g + 1) * per]]
+
+
+def rank_call(model, pairs: list, batch_size: int | None = None) -> torch.Tensor:
+    """``rank(query, documents)`` for each query's group, as a user writes it; the scores in document order."""
+    out, start = [], 0
+    while start < len(pairs):
+        query = pairs[start][0]
+        stop = start
+        while stop < len(pairs) and pairs[stop][0] == query:
+            stop += 1
+        docs = [d for _, d in pairs[start:stop]]
+        kwargs = {} if batch_size is None else {"batch_size": batch_size}
+        ranked = model.rank(query, docs, **kwargs)
+        out.append(torch.tensor([r["score"] for r in sorted(ranked, key=lambda r: r["corpus_id"])]))
+        start = stop
+    return torch.cat(out)
+
+
 TASKS: dict[str, Task] = {
     "embed": Task(
         unit="texts",
         plain_class="SentenceTransformer",
-        inputs=lambda texts: texts,
+        inputs=lambda texts, args: texts,
         default_call=lambda model, inputs: model.encode(inputs),
         tuned_call=lambda model, inputs, bs: model.encode(inputs, batch_size=bs, convert_to_tensor=True),
         compare=min_cosine,
@@ -79,7 +106,7 @@ TASKS: dict[str, Task] = {
     "rerank": Task(
         unit="pairs",
         plain_class="CrossEncoder",
-        inputs=lambda texts: list(zip(_queries(len(texts)), texts)),
+        inputs=lambda texts, args: list(zip(_queries(len(texts)), texts)),
         default_call=lambda model, inputs: model.predict(inputs),
         tuned_call=lambda model, inputs, bs: model.predict(
             inputs, batch_size=bs, activation_fn=torch.nn.Identity(), convert_to_tensor=True
@@ -87,10 +114,19 @@ TASKS: dict[str, Task] = {
         compare=pearson,
         tokens=lambda model, inputs: [len(ids) for ids in model.token_ids(inputs)],
     ),
+    "rank": Task(
+        unit="pairs",
+        plain_class="CrossEncoder",
+        inputs=rank_inputs,
+        default_call=lambda model, inputs: rank_call(model, inputs),
+        tuned_call=lambda model, inputs, bs: rank_call(model, inputs, bs),
+        compare=pearson,
+        tokens=lambda model, inputs: [len(ids) for ids in model.token_ids(inputs)],
+    ),
     "colbert": Task(
         unit="texts",
         plain_class="MultiVectorEncoder",
-        inputs=lambda texts: texts,
+        inputs=lambda texts, args: texts,
         default_call=lambda model, inputs: model.encode_document(inputs),
         tuned_call=lambda model, inputs, bs: torch.cat(model.encode_document(inputs, batch_size=bs)),
         compare=min_cosine,
@@ -101,7 +137,7 @@ TASKS: dict[str, Task] = {
     "sparse": Task(
         unit="texts",
         plain_class="SparseEncoder",
-        inputs=lambda texts: texts,
+        inputs=lambda texts, args: texts,
         default_call=lambda model, inputs: model.encode(inputs),
         tuned_call=lambda model, inputs, bs: model.encode(inputs, batch_size=bs),
         compare=sparse_min_cosine,

@@ -15,6 +15,7 @@ from typing import Any
 
 import sentence_transformers
 import torch
+from sentence_transformers.sparse_encoder.modules import SpladePooling
 
 from .. import _compat
 from ..engine.config import EngineConfig
@@ -53,7 +54,7 @@ class SparseEncoder(PackedModel, PoolMixin, sentence_transformers.SparseEncoder)
             modules = self._modules_for(task)
         except ValueError:  # no route for this task: ST's path raises its own error
             return
-        if len(modules) == 2 and getattr(modules[1], "embedding_dimension", 0) is None:
+        if len(modules) == 2 and isinstance(modules[1], SpladePooling) and modules[1].embedding_dimension is None:
             output = getattr(getattr(modules[0], "model", None), "get_output_embeddings", lambda: None)()
             if isinstance(output, torch.nn.Linear):
                 modules[1].embedding_dimension = output.out_features
