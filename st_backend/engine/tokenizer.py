@@ -28,8 +28,10 @@ def _limit(max_length: int | None) -> int | None:
 MAX_COPIES = 4
 # Smaller calls stay in-process: a round trip to a worker costs more than it saves.
 REMOTE_MIN_TEXTS = 64
-# Fewer texts than this are counted one by one (TextTokenizer.lengths; the server counts as many inline).
+# Fewer texts than this are counted one by one (TextTokenizer.lengths; the server counts as many inline), unless
+# they hold more than LONG_TEXT_CHARS characters: then the batch call, which releases the GIL while it works.
 FEW_TEXTS = 16
+LONG_TEXT_CHARS = 32768
 # Worker processes serve the pipeline's feeding threads only (engine/pipeline.py marks them): they keep the GIL
 # free for the thread launching GPU kernels while later chunks are tokenized. A call of one chunk is tokenized
 # where it is asked for, with every core in the tokenizers library's own thread pool (a cold worker's first
@@ -138,7 +140,8 @@ class TextTokenizer:
     def lengths(self, texts: list[str] | list[tuple[str, str]], add_special_tokens: bool = True) -> np.ndarray:
         """Untruncated token counts. A few texts are encoded one by one: a batch call hands them to a thread pool
         and releases the GIL, which on a server's event loop costs more than the tokenizing itself."""
-        if self._spec is None or len(texts) >= FEW_TEXTS:
+        chars = sum(len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts)
+        if self._spec is None or len(texts) >= FEW_TEXTS or chars > LONG_TEXT_CHARS:
             return self(texts, None, add_special_tokens).lengths
         backend = self._backend(None)
         if texts and isinstance(texts[0], tuple):

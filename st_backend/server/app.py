@@ -63,7 +63,10 @@ def _load(st: State, loop: asyncio.AbstractEventLoop) -> None:
         st.failed = f"{type(exc).__name__}: {exc}"
         logger.exception("st_backend server: loading failed")
         if st.config.exit_on_load_failure:
-            os.kill(os.getpid(), signal.SIGTERM)
+            if st.stop is not None:
+                st.stop()
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
 
 
 def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None) -> FastAPI:
@@ -129,7 +132,8 @@ def _add_service_routes(app: FastAPI) -> None:
     st: State = app.state.st
     errors_doc = {code: {"model": ErrorResponse} for code in (401, 503)}
 
-    @app.get("/health", tags=["service"], responses={503: {"model": ErrorResponse}})
+    # HEAD too: load balancers and uptime checks probe with it.
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["service"], responses={503: {"model": ErrorResponse}})
     async def health() -> Response:
         """200 once every model is loaded and warmed up; 503 before (or when loading failed)."""
         if st.ready and isinstance(st.bridge, DeviceBridge):
@@ -139,7 +143,7 @@ def _add_service_routes(app: FastAPI) -> None:
         why = f"loading failed: {st.failed}" if st.failed else "models are loading"
         return error_response(503, f"Not ready: {why}.", None, "not_ready", {"Retry-After": "5"})
 
-    @app.get("/metrics", tags=["service"], response_class=Response)
+    @app.api_route("/metrics", methods=["GET", "HEAD"], tags=["service"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format (names like TEI's: st_request_count, st_batch_size, st_queue_size, ...)."""
         for name, batcher in st.batchers.items():

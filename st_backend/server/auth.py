@@ -13,12 +13,14 @@ from .errors import error_body
 from .metrics import Metrics
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+# Headers past this are refused (431), as nginx's and uvicorn-h11's defaults do (8-16 KiB a line; 64 KiB in all).
+MAX_HEADER_BYTES = 65536
 
 
 class Guard:
     def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: Metrics, routes: set[str]) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.expected = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.routes = routes  # metric labels: known paths only (a fuzzer must not grow the label set)
@@ -55,9 +57,15 @@ class Guard:
             self.metrics.request_duration.observe(route, value=time.perf_counter() - start)
 
     def _refuse(self, scope, path: str) -> tuple | None:
+        header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:  # the body limit must not be bypassed through the headers
+            message = f"The request's headers have {header_bytes} bytes; this server takes at most {MAX_HEADER_BYTES}."
+            return 431, message, "headers_too_large", {}
         if self.expected is not None and path not in OPEN_PATHS:
             given = _header(scope, b"authorization") or b""
-            if not hmac.compare_digest(given, self.expected):
+            # RFC 9110: the scheme is case-insensitive ("bearer" as well as "Bearer"); the key is compared exactly.
+            scheme, _, key = given.strip().partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(key.strip(), self.expected):
                 why = "no Authorization header" if not given else "the API key does not match"
                 message = f"Unauthorized: {why}; send 'Authorization: Bearer <key>' (the server's --api-key)."
                 return 401, message, "invalid_api_key", {"www-authenticate": "Bearer"}

@@ -209,7 +209,8 @@ class Bridge:
         if op in ("embed", "token_embed", "multi"):
             _, role, prompt_name, prompt = key
             fn = {None: model.encode, "query": model.encode_query, "document": model.encode_document}[role]
-            kwargs = {"prompt_name": prompt_name, "prompt": prompt}
+            # No progress bar: ST shows one per call at log level INFO, which would log one per merged call.
+            kwargs = {"prompt_name": prompt_name, "prompt": prompt, "show_progress_bar": False}
             if op == "embed":
                 # One copy to the host for the whole merged call: each request's post-processing then slices
                 # host memory instead of making its own device copy and sync (in the model's dtype: --devices
@@ -220,7 +221,7 @@ class Bridge:
             return self._embed_ids(served, rows, token_level=op == "token_embed_ids", role=key[1])
         if op in ("pairs", "logits"):
             _, prompt_name, prompt = key
-            kwargs = {"prompt_name": prompt_name, "prompt": prompt}
+            kwargs = {"prompt_name": prompt_name, "prompt": prompt, "show_progress_bar": False}
             if op == "logits":
                 kwargs.update(activation_fn=torch.nn.Identity(), apply_softmax=False)
             return model.predict([tuple(r) for r in rows], convert_to_tensor=True, **kwargs)

@@ -149,9 +149,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     # uvloop / httptools when installed (uvicorn[standard]); no access log: it costs more than a short request.
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, access_log=False)
-    app_state = app.state.st
-    return 1 if app_state.failed else 0
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level, access_log=False)
+    )
+    app.state.st.stop = lambda: setattr(server, "should_exit", True)
+    server.run()
+    return 1 if app.state.st.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from fastapi import Request
 
-from ..engine.tokenizer import FEW_TEXTS
+from ..engine.tokenizer import FEW_TEXTS, LONG_TEXT_CHARS
 from .batcher import Batcher, Closed, Job, QueueFull
 from .bridge import Bridge, Served
 from .config import ServerConfig
@@ -30,6 +30,13 @@ ROLES = {
 }
 # Counting fewer rows than this on the event loop (one by one, the GIL kept) is cheaper than a thread hop.
 INLINE_ROWS = FEW_TEXTS
+# Past this many characters a request is counted off the event loop, whatever its row count: one long text (8 MiB
+# took 13 s) must not hold up every other request and /health.
+INLINE_CHARS = LONG_TEXT_CHARS
+
+
+def _chars(rows: list) -> int:
+    return sum(len(r) if isinstance(r, str) else sum(len(p) for p in r if isinstance(p, str)) for r in rows)
 
 
 @dataclass
@@ -42,6 +49,8 @@ class State:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     ready: bool = False
     failed: str | None = None
+    # Set by the CLI: ends uvicorn's loop (a load failure then exits 1; a SIGTERM to ourselves would exit 143).
+    stop: Callable[[], None] | None = None
     tokenizers: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="st_backend-count")
     )
@@ -116,7 +125,7 @@ async def count_tokens(
     start = time.perf_counter()
     if rows and isinstance(rows[0], list):  # token ids: the count is the length
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    elif len(rows) < INLINE_ROWS:
+    elif len(rows) < INLINE_ROWS and _chars(rows) <= INLINE_CHARS:
         lengths = st.bridge.count(served, rows, prompt, role)
     else:
         loop = asyncio.get_running_loop()

@@ -46,6 +46,22 @@ def test_open_routes(server):
     assert httpx.get(f"{server.url}/metrics").status_code == 200
 
 
+def test_head_on_the_service_routes(server):
+    for path in ("/health", "/metrics"):
+        response = httpx.head(f"{server.url}{path}")
+        assert response.status_code == 200 and response.content == b"", path
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_scheme_is_case_insensitive(server, scheme):
+    """RFC 9110 section 11.1: the authentication scheme is case-insensitive; the key itself is not."""
+    ok = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"{scheme} {KEY}"})
+    assert ok.status_code == 200
+    wrong = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"{scheme} {KEY.upper()}"})
+    assert wrong.status_code == 401
+    assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Basic {KEY}"}).status_code == 401
+
+
 def test_openai_client_with_key(server):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
@@ -85,3 +101,13 @@ def test_body_too_large(server):
     assert response.status_code == 413
     small = httpx.post(f"{server.url}/v1/embeddings", content=iter([b'{"input": ', b'"ok"}']), headers=auth())
     assert small.status_code == 200, small.text
+
+
+def test_headers_past_the_limit_are_refused(server):
+    """64 MiB of headers used to get a 200 past --max-body-bytes; past 64 KiB they are a 431 now."""
+    from st_backend.server.auth import MAX_HEADER_BYTES
+
+    big = {f"x-filler-{i}": "y" * 4000 for i in range(MAX_HEADER_BYTES // 4000 + 2)}
+    response = httpx.get(f"{server.url}/health", headers=big)
+    assert response.status_code == 431 and response.json()["error"]["code"] == "headers_too_large"
+    assert httpx.get(f"{server.url}/health", headers={"x-small": "y" * 1000}).status_code == 200

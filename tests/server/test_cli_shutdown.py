@@ -110,3 +110,13 @@ def test_no_arguments_serves_the_default_model_and_sigterm_drains():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_model_that_fails_to_load_exits_1(tmp_path):
+    """The CLI ends its own loop when loading fails: exit status 1, not the 143 of a SIGTERM to itself."""
+    missing = tmp_path / "no-such-model"
+    missing.mkdir()
+    code = f"import sys; from st_backend.server.cli import main; sys.exit(main([{str(missing)!r}, '--port', '{free_port()}']))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "loading failed" in proc.stdout + proc.stderr

@@ -86,3 +86,71 @@ def test_disconnected_client_is_dropped_before_the_model(slow):
     assert "gone-client" not in bridge.seen and "after" in bridge.seen
     metrics = httpx.get(f"{live.url}/metrics").text
     assert 'st_request_dropped{model="' in metrics
+
+
+def test_merged_calls_draw_no_progress_bar(tiny_embedder, monkeypatch):
+    """At log level INFO, ST's encode shows a progress bar per call unless told not to: the server's merged calls
+    must draw none (it was one logged bar per merged call)."""
+    import logging
+
+    from st_backend.engine import engine as engine_module
+
+    def no_bar(*args, **kwargs):
+        raise AssertionError("a progress bar was drawn for a merged call")
+
+    monkeypatch.setattr(engine_module, "tqdm", no_bar)
+    st_logger = logging.getLogger("sentence_transformers")
+    level = st_logger.level
+    st_logger.setLevel(logging.INFO)
+    try:
+        bridge = Bridge(tiny_embedder)
+        bridge.load()
+        served = next(iter(bridge.served.values()))
+        out = bridge.run(served, ("embed", None, None, None), ["a text", "another text"])
+        assert out.shape[0] == 2
+    finally:
+        st_logger.setLevel(level)
+
+
+def test_a_long_text_does_not_hold_up_health(tiny_embedder):
+    """One request with a multi-megabyte text: its token count runs off the event loop (it ran on it for fewer than
+    16 texts), so /health answers within 50 ms (best of three probes a round) the whole time."""
+    import time
+
+    import httpx
+
+    live = serve(ServerConfig(model=tiny_embedder, max_body_bytes=16 << 20))
+    try:
+        import random
+
+        rng = random.Random(0)
+        words = [
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 12))) for _ in range(5000)
+        ]
+        text = " ".join(rng.choice(words) for _ in range(1_200_000))  # ~8 MB of varied words
+        done = threading.Event()
+        result = {}
+
+        def long_request() -> None:
+            result["r"] = httpx.post(f"{live.url}/v1/embeddings", json={"input": text}, timeout=120)
+            done.set()
+
+        thread = threading.Thread(target=long_request)
+        thread.start()
+        worst, rounds = 0.0, 0
+        with httpx.Client() as client:
+            client.get(f"{live.url}/health")
+            while not done.is_set() and rounds < 400:
+                best = float("inf")
+                for _ in range(3):  # best of three: the machine's own hiccups are not the server's
+                    start = time.perf_counter()
+                    assert client.get(f"{live.url}/health", timeout=10).status_code == 200
+                    best = min(best, time.perf_counter() - start)
+                worst, rounds = max(worst, best), rounds + 1
+                time.sleep(0.01)
+        thread.join(120)
+        assert result["r"].status_code == 200 and len(result["r"].json()["data"]) == 1
+        assert rounds >= 3, "the long request finished before /health was probed: make it longer"
+        assert worst < 0.05, f"/health took {worst * 1e3:.0f} ms while a long text was counted"
+    finally:
+        live.stop()
