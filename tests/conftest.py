@@ -1,3 +1,4 @@
+import logging
 import sys
 from pathlib import Path
 
@@ -30,3 +31,14 @@ def feeding_thread():
     FEEDING.active = True
     yield
     FEEDING.active = False
+
+
+@pytest.fixture
+def notes(caplog):
+    """The notes of calls that ran ST's own path during the test (each reason is said once per process: the ones
+    said before are forgotten first)."""
+    from st_backend.models import _fallback
+
+    _fallback._said.clear()
+    with caplog.at_level(logging.WARNING, logger="st_backend"):
+        yield lambda: [r.getMessage() for r in caplog.records if "own path" in r.getMessage()]

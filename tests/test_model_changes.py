@@ -5,7 +5,6 @@ plain ST model and to an st_backend model loaded from the same files, after both
 
 import copy
 import gc
-import logging
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from tiny_models import build_hf_dir, build_st_dir
 
 import st_backend
 from st_backend.engine.engine import Engine
-from st_backend.models import _fallback
 
 TEXTS = ["the cat sat on the mat", "a dog", "", "numbers 1 2 3 4 5 6 7 8 9 10 " * 3, "Ünïcödé 🙂 text"]
 
@@ -39,13 +37,6 @@ def bert(tiny_root):
     plain, fast = _pair(build_st_dir("bert", tiny_root))
     _same(plain, fast)  # the engine is built
     return plain, fast
-
-
-@pytest.fixture
-def notes(caplog):
-    _fallback._said.clear()
-    with caplog.at_level(logging.WARNING, logger="st_backend"):
-        yield lambda: [r.getMessage() for r in caplog.records if "own path" in r.getMessage()]
 
 
 def test_appended_dense_module(bert):

@@ -13,19 +13,10 @@ from tiny_models import build_st_dir
 
 import st_backend
 from st_backend import _compat
-from st_backend.models import _fallback
 
 TEXTS = ["the cat sat on the mat", "a dog", "", "numbers 1 2 3 4 5 6 7 8 9 10 " * 3]
 ATTENDED = {"strategy": "fixed", "attend": True, "token": None, "length": 32}  # queries run packed too
 ST63 = _compat.ST_VERSION.release[:2] >= (6, 3)
-
-
-@pytest.fixture
-def notes(caplog):
-    """The fallback notes said during the test (each reason is said once per process: forget earlier ones)."""
-    _fallback._said.clear()
-    with caplog.at_level(logging.WARNING, logger="st_backend"):
-        yield lambda: [r.getMessage() for r in caplog.records if "own path" in r.getMessage()]
 
 
 def _unnormalized(model):

@@ -34,6 +34,13 @@ class PackedModel:
         self._st_engines: OrderedDict = OrderedDict()
         self._st_lock = threading.Lock()
 
+    def _modules_for(self, task: str | None) -> list:
+        """The pipeline a text of ``task`` runs through: a leading Router replaced by the route it picks."""
+        modules = list(self)
+        if modules and isinstance(modules[0], _compat.Router):
+            modules = _compat.route_modules(modules[0], task) + modules[1:]
+        return modules
+
     def _packed_engine(self, key, plan: Callable[[], Plan | str]) -> Engine | str:
         """The engine for ``key``, derived from the model as it is now, or the reason its calls run ST's own path.
 

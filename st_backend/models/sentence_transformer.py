@@ -51,12 +51,6 @@ class SentenceTransformer(PackedModel, PoolMixin, sentence_transformers.Sentence
     def _full_dimension(self) -> int | None:
         return _compat.untruncated_dimension(self)
 
-    def _modules_for(self, task: str | None) -> list:
-        modules = list(self)
-        if modules and isinstance(modules[0], _compat.Router):
-            modules = _compat.route_modules(modules[0], task) + modules[1:]
-        return modules
-
     def engine_for(self, task: str | None = None) -> Engine | str:
         """The engine that serves ``task``, or the reason this model runs ST's own path."""
         return self._packed_engine(task, lambda: embed_plan(self._modules_for(task), task))

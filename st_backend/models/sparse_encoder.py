@@ -36,12 +36,6 @@ class SparseEncoder(PackedModel, PoolMixin, sentence_transformers.SparseEncoder)
         super().__init__(*args, **_compat.init_kwargs(kwargs))
         self._init_packed(engine)
 
-    def _modules_for(self, task: str | None) -> list:
-        modules = list(self)
-        if modules and isinstance(modules[0], _compat.Router):
-            modules = _compat.route_modules(modules[0], task) + modules[1:]
-        return modules
-
     def engine_for(self, task: str | None = None) -> Engine | str:
         """The engine that serves ``task``, or the reason its calls run ST's own path."""
         return self._packed_engine(task, lambda: sparse_plan(self._modules_for(task), task))
