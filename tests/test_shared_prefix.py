@@ -127,7 +127,7 @@ def _full_and_split(causal: bool, window: int | None, backend: str = "reference"
     tails = [np.array([1, 2, 3]), np.array([4]), np.array([], dtype=np.int64), np.array([2, 2, 2, 2, 2, 2])]
     seqs = [np.concatenate([head, t]) for t in tails] + [np.array([1, 5, 6])]  # the last does not share
     full = pack(seqs, None, np.arange(len(seqs)))
-    split = pack(seqs, None, np.arange(len(seqs)), prefix=head)
+    split = pack(seqs, None, np.arange(len(seqs)), prefix=(head,))
     assert split.kv_index is not None and split.num_tokens == full.num_tokens - 3 * len(head)
     heads, kv_heads, dim = 4, 2, 8
     q = torch.randn(full.num_tokens, heads, dim, generator=gen)
@@ -162,12 +162,23 @@ def test_causal_attention_with_a_key_prefix_equals_whole_sequences(window):
 
 def test_pack_with_prefix_lays_out_keys():
     ids = [np.array([1, 2, 3, 9, 9]), np.array([1, 2, 3]), np.array([5, 1, 2, 3, 7]), np.array([1, 2, 3, 4])]
-    batch = pack(ids, None, np.arange(4), prefix=np.array([1, 2, 3]))
+    batch = pack(ids, None, np.arange(4), prefix=(np.array([1, 2, 3]),))
     assert batch.input_ids.tolist() == [9, 9, 1, 2, 3, 5, 1, 2, 3, 7, 4]  # a render that is only the head keeps it
     assert batch.position_ids.tolist() == [3, 4, 0, 1, 2, 0, 1, 2, 3, 4, 3]
     assert batch.cu_seqlens_k.tolist() == [0, 5, 8, 13, 17] and batch.max_len_k == 5
     assert batch.kv_index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 1, 2, 13]
-    assert pack(ids, None, np.arange(4), prefix=np.array([8, 8])).kv_index is None  # nobody shares: plain batch
+    assert pack(ids, None, np.arange(4), prefix=(np.array([8, 8]),)).kv_index is None  # nobody shares: plain batch
+
+
+def test_pack_with_two_prefixes_gives_each_input_its_longest():
+    """Groups of a call: each input takes the longest prefix it starts with; keys come from [prefixes; rows]."""
+    ids = [np.array([1, 2, 3, 4, 9]), np.array([1, 2, 5, 6]), np.array([1, 2, 3, 4, 8, 8]), np.array([7, 7])]
+    batch = pack(ids, None, np.arange(4), prefix=(np.array([1, 2, 3, 4]), np.array([1, 2])))
+    assert [p.tolist() for p in batch.prefix] == [[1, 2, 3, 4], [1, 2]] and batch.shared_tokens == 4 + 2 + 4
+    assert batch.input_ids.tolist() == [9, 5, 6, 8, 8, 7, 7]
+    assert batch.position_ids.tolist() == [4, 2, 3, 4, 5, 0, 1]
+    # keys: [1 2 3 4 | 1 2] (rows 0-5) then the batch's own rows from 6 on
+    assert batch.kv_index.tolist() == [0, 1, 2, 3, 6, 4, 5, 7, 8, 0, 1, 2, 3, 9, 10, 11, 12]
 
 
 PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
@@ -269,3 +280,26 @@ def test_interleaved_queries_and_edge_cases_equal_plain_st(tiny_root, arch):
     off = st_backend.CrossEncoder(modules=list(fast.children()), device="cpu", engine=EngineConfig(shared_prefix=False))
     long = "long query " * 40
     np.testing.assert_allclose(_scores(fast.rank(long, docs[:20])), _scores(off.rank(long, docs[:20])), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", DECODER_ARCHS)
+def test_interleaved_queries_share_one_prefix_each(tiny_root, arch):
+    """predict on pairs of 10 queries, interleaved: each query's rows run its head + query once (one prefix per
+    group of rows that share one), and the scores equal plain ST's."""
+    plain, fast = causal_pair(tiny_root, arch, QWEN_TEMPLATE)
+    queries = [f"question {i}: how does the {WORDS[i]} {WORDS[i + 3]} work in the {WORDS[i + 5]}" for i in range(10)]
+    docs = _docs(120)
+    pairs = [(queries[i % 10], d) for i, d in enumerate(docs)]
+    with results() as calls:
+        got = fast.predict(pairs)
+    np.testing.assert_allclose(got, plain.predict(pairs), atol=1e-5)
+    rows = fast.token_ids(pairs)
+    total, saved = sum(map(len, rows)), 0
+    for q in range(10):
+        group = [np.asarray(rows[i]) for i in range(q, len(rows), 10)]
+        shared = group[0]
+        for row in group[1:]:
+            shared = prefix_module.common_prefix(shared, row)
+        saved += (len(group) - 1) * len(shared)
+    assert sum(c.row_tokens for c in calls) == total
+    assert sum(c.forward_tokens for c in calls) == total - saved

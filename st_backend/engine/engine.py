@@ -49,18 +49,19 @@ class _Facts:
     def __init__(self) -> None:
         self.truncated = self.filled = 0
         self.row_tokens = self.forward_tokens = 0  # tokens in the inputs; tokens that ran through the layers
-        self._last_prefix: bytes | None = None
+        self._prefixes: set[bytes] = set()
         self._lock = threading.Lock()
 
     def ran(self, batch) -> None:
-        """Count a batch: its inputs' tokens (a shared prefix's included) against those that ran through the
-        layers (the prefix once, when it changes: the runner's PrefixCache holds one)."""
-        size = len(batch.prefix) if batch.kv_index is not None else 0
-        self.row_tokens += batch.num_tokens + size * batch.shared_rows
+        """Count a batch: its inputs' tokens (shared prefixes' included) against those that ran through the layers
+        (each prefix once per call: the runner's PrefixCache keeps a call's prefixes)."""
+        self.row_tokens += batch.num_tokens + batch.shared_tokens
         self.forward_tokens += batch.num_tokens
-        if size and batch.prefix.tobytes() != self._last_prefix:
-            self._last_prefix = batch.prefix.tobytes()
-            self.forward_tokens += size
+        used = batch.prefix if batch.kv_index is not None else None
+        for p in used or ():
+            if p.tobytes() not in self._prefixes:
+                self._prefixes.add(p.tobytes())
+                self.forward_tokens += len(p)
 
     def add(self, truncated: int = 0, filled: int = 0) -> None:
         with self._lock:
@@ -135,7 +136,7 @@ class Engine:
 
     def shared_prefix(self, prompt: str | None, arity: int | None, device: torch.device) -> np.ndarray | None:
         """The head every input of ``arity`` texts starts with under ``prompt`` (a template's, a prompt's), when it
-        may run once per call; a call's own rows may share more (prefix.rows_prefix)."""
+        may run once per call; groups of a call's rows may share more (prefix.rows_prefix)."""
         if not self.shares_prefixes(arity, device):
             return None
         if self.template is not None:

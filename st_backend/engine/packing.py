@@ -19,10 +19,10 @@ class PackedBatch:
     inputs' positions in the caller's list. Host-side copies (indices, host_lengths, max_len) never need a
     device sync to read.
 
-    With a shared prefix (``prefix``: its token ids), inputs that start with it carry only their own tokens
+    With shared prefixes (``prefix``: their token ids), inputs that start with one carry only their own tokens
     (positions continue after the prefix); attention puts the prefix's keys before theirs: cu_seqlens_k
     (n + 1,) and max_len_k give the keys' layout, kv_index (total keys,) picks each key row from
-    [prefix rows; this batch's rows].
+    [the prefixes' rows, one after another; this batch's rows].
     """
 
     input_ids: torch.Tensor
@@ -34,11 +34,11 @@ class PackedBatch:
     max_len: int
     indices: np.ndarray
     host_lengths: np.ndarray
-    prefix: np.ndarray | None = None
+    prefix: tuple[np.ndarray, ...] | None = None  # the shared prefixes this batch's inputs use
     cu_seqlens_k: torch.Tensor | None = None
     kv_index: torch.Tensor | None = None
     max_len_k: int = 0
-    shared_rows: int = 0  # inputs that start with ``prefix`` and carry only their own tokens
+    shared_tokens: int = 0  # prefix tokens taken out of the inputs (they run once, in the prefixes)
     # One buffer per dtype that every tensor above is a view of (set by pin_memory / to), so that a batch moves
     # in one copy per dtype instead of one per tensor (a single query's batch is mostly copy overhead).
     flat: dict | None = None
@@ -81,17 +81,25 @@ def pack(
     type_ids: list[np.ndarray] | None,
     indices: np.ndarray,
     offset: int = 0,
-    prefix: np.ndarray | None = None,
+    prefix: tuple[np.ndarray, ...] | None = None,
 ) -> PackedBatch:
     """Pack the token arrays at ``indices`` (positions into ``ids``); ``offset`` is added to the indices the
-    batch reports (ids may be one chunk of the caller's list). ``prefix``: shared prefix ids to take out of
-    every input that starts with them (and has a token past them); not with type ids."""
+    batch reports (ids may be one chunk of the caller's list). ``prefix``: shared prefixes (longest first); each
+    input that starts with one (and has a token past it) loses the longest it starts with; not with type ids."""
     chosen = [ids[i] for i in indices]
-    shared = None
-    if prefix is not None and len(prefix) and type_ids is None:
-        size = len(prefix)
-        shared = np.array([len(a) > size and np.array_equal(a[:size], prefix) for a in chosen], dtype=bool)
-        chosen = [a[size:] if cut else a for a, cut in zip(chosen, shared)]
+    before = None
+    if prefix is not None and type_ids is None:
+        # Each input takes the longest of the prefixes it starts with (and has a token past), if any.
+        which = _prefixes_of(chosen, prefix)
+        if (which >= 0).any():
+            used = sorted(set(which[which >= 0].tolist()))
+            sizes = np.array([len(prefix[u]) for u in used], dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            slot = {u: k for k, u in enumerate(used)}
+            before = np.array([sizes[slot[w]] if w >= 0 else 0 for w in which], dtype=np.int64)
+            start_of = np.array([starts[slot[w]] if w >= 0 else 0 for w in which], dtype=np.int64)
+            chosen = [a[b:] for a, b in zip(chosen, before)]
+            prefix = tuple(prefix[u] for u in used)
     lengths = np.fromiter((len(a) for a in chosen), dtype=np.int64, count=len(chosen))
     cu = np.zeros(len(chosen) + 1, dtype=np.int64)
     np.cumsum(lengths, out=cu[1:])
@@ -105,12 +113,11 @@ def pack(
         token_types = torch.from_numpy(np.concatenate([type_ids[i] for i in indices]).astype(np.int64))
     global_indices = np.asarray(indices, dtype=np.int64) + offset
     keys = {}
-    if shared is not None and shared.any():
-        before = shared.astype(np.int64) * len(prefix)  # prefix tokens in front of each input
+    if before is not None:  # prefix tokens in front of each input
         positions += before[seq_ids]
-        keys = _prefix_keys(before, lengths, cu, len(prefix))
+        keys = _prefix_keys(before, start_of, lengths, cu, int(sum(len(p) for p in prefix)))
         keys["prefix"] = prefix
-        keys["shared_rows"] = int(shared.sum())
+        keys["shared_tokens"] = int(before.sum())
     return PackedBatch(
         input_ids=torch.from_numpy(flat_ids.astype(np.int64, copy=False)),
         position_ids=torch.from_numpy(positions),
@@ -125,15 +132,33 @@ def pack(
     )
 
 
-def _prefix_keys(before: np.ndarray, lengths: np.ndarray, cu: np.ndarray, size: int) -> dict:
-    """Key layout with ``before[i]`` prefix rows ahead of input i's own; kv_index points into
-    [prefix (size rows); the batch's own rows]."""
+def _prefixes_of(rows: list[np.ndarray], prefixes: tuple[np.ndarray, ...]) -> np.ndarray:
+    """For each row, the index of the longest prefix (``prefixes`` come longest first) it starts with and goes
+    past, or -1: one dictionary look-up per distinct prefix length, not a comparison per prefix."""
+    by_length: dict[int, dict[bytes, int]] = {}
+    for k, p in enumerate(prefixes):
+        by_length.setdefault(len(p), {}).setdefault(p.tobytes(), k)
+    lengths = sorted(by_length, reverse=True)
+    which = np.full(len(rows), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        for size in lengths:
+            if len(row) > size:
+                k = by_length[size].get(row[:size].tobytes())
+                if k is not None:
+                    which[i] = k
+                    break
+    return which
+
+
+def _prefix_keys(before: np.ndarray, start_of: np.ndarray, lengths: np.ndarray, cu: np.ndarray, size: int) -> dict:
+    """Key layout with ``before[i]`` prefix rows ahead of input i's own, taken from ``start_of[i]`` in the prefix
+    block; kv_index points into [the batch's prefixes one after another (size rows); the batch's own rows]."""
     key_lengths = before + lengths
     cu_k = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(key_lengths, out=cu_k[1:])
     seq = np.repeat(np.arange(len(lengths), dtype=np.int64), key_lengths)
     pos = np.arange(int(cu_k[-1]), dtype=np.int64) - cu_k[:-1][seq]
-    index = np.where(pos < before[seq], pos, size + cu[:-1][seq] + pos - before[seq])
+    index = np.where(pos < before[seq], start_of[seq] + pos, size + cu[:-1][seq] + pos - before[seq])
     return {
         "cu_seqlens_k": torch.from_numpy(cu_k.astype(np.int32)),
         "kv_index": torch.from_numpy(index),

@@ -28,55 +28,76 @@ def shared_head(first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
     return ids if len(ids) >= MIN_PREFIX_TOKENS else None
 
 
-def rows_prefix(ids: list[np.ndarray], head: np.ndarray | None) -> np.ndarray | None:
-    """What the rows actually share, in token ids after rendering and truncation: their longest common prefix
-    (``rank(query, documents)``: the template's head, the query and what comes before the document), when it is
-    at least MIN_PREFIX_TOKENS long and longer than ``head`` (the probed template / prompt head); else ``head``.
-    Exact by construction: rows are compared after tokenizing each whole row, so no merge across the boundary is
-    split. A row no longer than the prefix keeps running whole (packing.pack)."""
-    if not ids:
-        return head
-    shared = ids[0]  # one row alone: itself (nothing longer shares it, so it runs whole unless slices join)
-    for row in ids[1:]:
-        shared = common_prefix(shared, row)
-        if len(shared) < MIN_PREFIX_TOKENS:
-            return head
-    if head is not None and len(shared) <= len(head):
-        return head
-    return shared
+# Prefixes kept per chunk of a call (each one's keys and values are computed once per call): more groups than this
+# share only the template's head.
+MAX_GROUPS = 64
 
 
-def joined_prefix(prefixes: list[np.ndarray | None]) -> np.ndarray | None:
-    """The prefix shared by slices tokenized apart (each its rows_prefix): the common prefix of theirs."""
-    if any(p is None for p in prefixes):
-        return None
-    if all(np.array_equal(p, prefixes[0]) for p in prefixes[1:]):
-        return prefixes[0]
-    shared = prefixes[0]
-    for other in prefixes[1:]:
-        shared = common_prefix(shared, other)
-    return shared if len(shared) >= MIN_PREFIX_TOKENS else None
+def rows_prefix(ids: list[np.ndarray], head: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+    """What the rows actually share, in token ids after rendering and truncation: one prefix per group of rows
+    that share one (``rank(query, documents)``: the template's head, the query and what comes before the document;
+    ``predict`` on pairs of several queries: one per query), plus ``head`` (the probed template / prompt head) for
+    rows in no group. Exact by construction: rows are compared after tokenizing each whole row, so no merge across
+    the query/document boundary is split; a row no longer than its prefix runs whole (packing.pack).
+
+    Rows are sorted (as bytes: rows sharing a prefix are then adjacent) and cut where two neighbours share clearly
+    less than neighbours typically do (under 9/10 of the median): the groups of a call's distinct queries."""
+    found: list[np.ndarray] = []
+    if len(ids) >= 2:
+        order = sorted(range(len(ids)), key=lambda i: ids[i].tobytes())
+        shared = [len(common_prefix(ids[a], ids[b])) for a, b in zip(order, order[1:])]
+        cut = max(MIN_PREFIX_TOKENS, int(0.9 * float(np.median(shared))))
+        start = 0
+        for k in range(len(shared) + 1):
+            if k == len(shared) or shared[k] < cut:
+                size = min(shared[start:k], default=0)
+                if k > start and size >= MIN_PREFIX_TOKENS and (head is None or size > len(head)):
+                    found.append(ids[order[start]][:size])
+                start = k + 1
+        found = sorted(found, key=len, reverse=True)[:MAX_GROUPS]
+    if head is not None:
+        found.append(head)
+    return tuple(found) if found else None
+
+
+def joined_prefix(prefixes: list[tuple[np.ndarray, ...] | None]) -> tuple[np.ndarray, ...] | None:
+    """The prefixes of a chunk tokenized in slices (each its rows_prefix): all of theirs, each once."""
+    seen: dict[bytes, np.ndarray] = {}
+    for group in prefixes:
+        for p in group or ():
+            seen.setdefault(p.tobytes(), p)
+    return tuple(seen.values())[: MAX_GROUPS + 1] if seen else None
 
 
 class PrefixCache:
-    """Per-layer keys and values of the current call's shared prefix (one per call: engine.forward_all), computed
-    with the eager model and the packed backend."""
+    """Per-layer keys and values of the current call's shared prefixes (engine.run clears them at each call),
+    computed with the eager model and the packed backend, each once per call."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model  # the runner's packed view (its config names the packed backend)
-        self._entry: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._entries: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def clear(self) -> None:
-        """Forget the prefix: called at the start of each call, since weights may change between calls."""
-        self._entry = None
+        """Forget the prefixes: called at the start of each call, since weights may change between calls."""
+        self._entries = {}
 
-    def get(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(layers, len(ids), kv_heads, head_dim) keys and values of ``ids`` at positions 0..len-1."""
-        key = (ids.tobytes(), str(device), next(self.model.parameters()).dtype)
-        entry = self._entry  # read once: another thread's call may replace it meanwhile
-        if entry is None or entry[0] != key:
-            entry = self._entry = (key, self._compute(ids, device))
-        return entry[1]
+    def get(self, prefixes: tuple[np.ndarray, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(layers, sum of lengths, kv_heads, head_dim) keys and values of each prefix at positions 0..len-1, the
+        prefixes one after another in the given order."""
+        dtype = next(self.model.parameters()).dtype
+        entries = self._entries  # read once: another thread's call may replace the dict meanwhile
+        parts = []
+        for ids in prefixes:
+            key = (ids.tobytes(), str(device), dtype)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = self._compute(ids, device)
+                while len(entries) > 2 * MAX_GROUPS:  # bounded, whatever a call holds
+                    entries.pop(next(iter(entries)))
+            parts.append(entry)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([k for k, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1)
 
     def _compute(self, ids: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         size = len(ids)

@@ -79,6 +79,7 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
         config.model,
         config.cross_encoder,
         config.multi_vector,
+        config.sparse,
         device=config.device,
         matryoshka_dimensions=config.matryoshka_dimensions,
         attention=config.attention,
@@ -103,7 +104,8 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
     app = FastAPI(
         title="st_backend server",
         version=_version("st-backend"),
-        description="OpenAI-compatible embeddings, Cohere/Jina rerank and vLLM-style scoring on st_backend.",
+        description="OpenAI-compatible embeddings, Cohere/Jina rerank, vLLM-style scoring and pooling, and "
+        "TEI-style sparse embeddings on st_backend.",
         lifespan=lifespan,
     )
     app.state.st = st

@@ -4,7 +4,9 @@ calls the batchers make. Everything above it (routes, batcher) sees rows in and 
 Text rows go through the public Python API (encode / encode_query / encode_document / predict), so prompts,
 roles, templates and template-aware truncation are the Python API's. Token-id rows (OpenAI's list-of-ints input)
 and single-text classification run the packed engine directly on exactly the given ids / texts, since the
-public API only takes texts (and CrossEncoder only pairs).
+public API only takes texts (and CrossEncoder only pairs). Scoring on an embedding or multi-vector model sends
+("query", text) and ("document", text) rows in one job: the merged call runs encode_query on the first and
+encode_document on the second. A sparse model's rows come back as (indices, values) of their nonzero entries.
 
 Token counts (usage, limits, the batch budget) come from a private copy of the model's tokenizer, so text is
 tokenized twice (here and inside encode) until the engine takes tokenized items; for chat-template models they
@@ -29,7 +31,7 @@ from ..models.heads import EmbedOptions
 
 logger = logging.getLogger("st_backend.server")
 
-EMBEDDING, CROSS_ENCODER, MULTI_VECTOR = "embedding", "cross-encoder", "multi-vector"
+EMBEDDING, CROSS_ENCODER, MULTI_VECTOR, SPARSE = "embedding", "cross-encoder", "multi-vector", "sparse"
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
@@ -43,7 +45,7 @@ class Served:
     model: object
     counter: TextTokenizer  # a private tokenizer copy for counting and /tokenize (never the model's own)
     vocab_size: int
-    dimension: int | None = None
+    dimension: int | None = None  # sparse: the vocabulary size of its output rows
     labels: list[str] | None = None  # cross-encoders: config.id2label in label order
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -80,12 +82,13 @@ class Bridge:
         embedding: str | None,
         cross_encoder: str | None = None,
         multi_vector: str | None = None,
+        sparse: str | None = None,
         *,
         device: str | None = None,
         matryoshka_dimensions: Sequence[int] | None = None,
         attention: str = "auto",
     ) -> None:
-        self.paths = {EMBEDDING: embedding, CROSS_ENCODER: cross_encoder, MULTI_VECTOR: multi_vector}
+        self.paths = {EMBEDDING: embedding, CROSS_ENCODER: cross_encoder, MULTI_VECTOR: multi_vector, SPARSE: sparse}
         self.device = device
         self.matryoshka_dimensions = matryoshka_dimensions
         self.attention = attention
@@ -95,7 +98,7 @@ class Bridge:
 
     def load(self) -> None:
         """Load every model given and run one call of each kind through it (so /health means ready)."""
-        from .. import CrossEncoder, EngineConfig, MultiVectorEncoder, SentenceTransformer
+        from .. import CrossEncoder, EngineConfig, MultiVectorEncoder, SentenceTransformer, SparseEncoder
         from ..default_model import resolve_model
 
         engine = EngineConfig(attention=self.attention)
@@ -108,22 +111,29 @@ class Bridge:
                 model = SentenceTransformer(resolved, matryoshka_dimensions=self.matryoshka_dimensions, **kwargs)
             elif kind == CROSS_ENCODER:
                 model = CrossEncoder(resolved, **kwargs)
+            elif kind == SPARSE:
+                model = SparseEncoder(resolved, **kwargs)
             else:
                 model = MultiVectorEncoder(resolved, **kwargs)
             served = self._describe(kind, path, model, set(self.served))
             self.served[served.name] = served
             self._warm(served)
+            if kind == SPARSE:  # SpladePooling learns its output size (the vocabulary) at the first call
+                served.dimension = model.get_embedding_dimension()
             logger.info("st_backend server: %s %s loaded from %s", kind, served.name, resolved)
 
     def _describe(self, kind: str, path: str, model, taken: set[str]) -> Served:
-        hf = model[0].model
-        config = getattr(model, "config", None) or hf.config
-        vocab = int(hf.get_input_embeddings().num_embeddings)  # the ids the embedding matrix has rows for
+        hf = getattr(model[0], "model", None)  # None behind a Router (inference-free SPLADE)
+        config = getattr(model, "config", None) or getattr(hf, "config", None)
+        if hf is not None:
+            vocab = int(hf.get_input_embeddings().num_embeddings)  # the ids the embedding matrix has rows for
+        else:
+            vocab = len(model.tokenizer)
         served = Served(_name(path, taken), kind, path, model, TextTokenizer(model.tokenizer), vocab)
         if kind == CROSS_ENCODER:
             id2label = getattr(config, "id2label", None) or {}
             served.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.num_labels)]
-        else:
+        elif kind != SPARSE:
             served.dimension = model.get_embedding_dimension()
         return served
 
@@ -133,6 +143,8 @@ class Bridge:
             served.engine(role)  # built here, not raced for by two threads later
         if served.kind == CROSS_ENCODER:
             self.run(served, ("pairs", None, None), [("warm up", "warm up")])
+        elif served.kind == SPARSE:
+            self.run(served, ("sparse", None, None, None, None), ["warm up"])
         else:
             op = "embed" if served.kind == EMBEDDING else "multi"
             self.run(served, (op, None, None, None), ["warm up"])
@@ -217,6 +229,21 @@ class Bridge:
                 # sends it over a pipe; _finish works in fp32).
                 return fn(rows, convert_to_tensor=True, **kwargs).cpu()
             return fn(rows, output_value="token_embeddings", convert_to_numpy=False, **kwargs)
+        if op == "score_embed":
+            return self._query_document(served, rows, prompt_name=key[1], prompt=key[2])
+        if op == "sparse":
+            _, role, prompt_name, prompt, max_active_dims = key
+            fn = {None: model.encode, "query": model.encode_query, "document": model.encode_document}[role]
+            out = fn(
+                rows,
+                prompt_name=prompt_name,
+                prompt=prompt,
+                max_active_dims=max_active_dims,
+                convert_to_sparse_tensor=True,
+                save_to_cpu=True,
+                show_progress_bar=False,
+            )
+            return _sparse_rows(out, len(rows))
         if op in ("embed_ids", "token_embed_ids"):
             return self._embed_ids(served, rows, token_level=op == "token_embed_ids", role=key[1])
         if op in ("pairs", "logits"):
@@ -228,6 +255,39 @@ class Bridge:
         if op == "classify_texts":
             return self._classify_texts(served, rows)
         raise ValueError(f"unknown operation {op!r}")
+
+    def _query_document(self, served: Served, rows: list, prompt_name: str | None, prompt: str | None):
+        """Rows ("query", text) through encode_query (with the request's prompt, if any), rows ("document", text)
+        through encode_document; one output per row in row order: a tensor (n, dim) for an embedding model, a
+        list of (tokens, dim) token embeddings for a multi-vector model."""
+        model = served.model
+        sides = {"query": [], "document": []}
+        for i, (side, _) in enumerate(rows):
+            sides[side].append(i)
+        kwargs = {"show_progress_bar": False}
+        if served.kind == MULTI_VECTOR:
+            kwargs.update(output_value="token_embeddings", convert_to_numpy=False)
+        else:
+            kwargs.update(convert_to_tensor=True)
+        outputs = {}
+        for side, fn, extra in (
+            ("query", model.encode_query, {"prompt_name": prompt_name, "prompt": prompt}),
+            ("document", model.encode_document, {}),
+        ):
+            if sides[side]:
+                outputs[side] = fn([rows[i][1] for i in sides[side]], **extra, **kwargs)
+        if served.kind == MULTI_VECTOR:
+            out: list = [None] * len(rows)
+            for side, index in sides.items():
+                for i, e in zip(index, outputs.get(side, ())):
+                    out[i] = e.cpu()
+            return out
+        first = next(iter(outputs.values()))
+        out = torch.empty((len(rows), first.shape[1]), dtype=first.dtype)
+        for side, index in sides.items():
+            if index:
+                out[index] = outputs[side].cpu()
+        return out
 
     @torch.inference_mode()
     def _embed_ids(self, served: Served, rows: list[list[int]], token_level: bool, role: str | None):
@@ -280,6 +340,8 @@ class Bridge:
             }
             if s.kind == CROSS_ENCODER:
                 entry["labels"] = s.labels
+            elif s.kind == SPARSE:
+                entry.update(dimension=s.dimension, max_active_dims=getattr(s.model, "max_active_dims", None))
             else:
                 mat = s.model.matryoshka
                 entry.update(
@@ -300,3 +362,15 @@ class Bridge:
                 }
             out.append(entry)
         return out
+
+
+def _sparse_rows(out: torch.Tensor, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A (n, vocab) sparse COO tensor as one (indices, values) pair per row: nonzero entries only, sorted by
+    index (coalescing sorts by row, then column)."""
+    out = out.coalesce()
+    rows, columns = out.indices()
+    values = out.values().float()
+    keep = values != 0
+    rows, columns, values = rows[keep], columns[keep], values[keep]
+    counts = torch.bincount(rows, minlength=n).tolist()
+    return list(zip(torch.split(columns, counts), torch.split(values, counts)))

@@ -51,7 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "model", nargs="?", default="default", help="embedding model path (default: the embedded all-MiniLM-L6-v2)"
     )
     p.add_argument("--cross-encoder", metavar="MODEL", help="a reranker for /v1/rerank, /score and /classify")
-    p.add_argument("--multi-vector", metavar="MODEL", help="a ColBERT-style model for /pooling token_embed")
+    p.add_argument(
+        "--multi-vector", metavar="MODEL", help="a ColBERT-style model for /pooling token_embed and MaxSim /score"
+    )
+    p.add_argument("--sparse", metavar="MODEL", help="a SparseEncoder (SPLADE) for /embed_sparse and /pooling")
     p.add_argument("--no-embedding", action="store_true", help="serve no embedding model (only the others)")
     p.add_argument("--host", default=d.host, help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=d.port)
@@ -115,6 +118,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         model=None if args.no_embedding else args.model,
         cross_encoder=args.cross_encoder,
         multi_vector=args.multi_vector,
+        sparse=args.sparse,
         device=args.device,
         devices=args.devices,
         device_timeout=args.device_timeout,
@@ -142,8 +146,10 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     config = config_from(args)
-    if config.model is None and config.cross_encoder is None and config.multi_vector is None:
-        raise SystemExit("st-backend serve: --no-embedding leaves no model; give --cross-encoder or --multi-vector")
+    if not any((config.model, config.cross_encoder, config.multi_vector, config.sparse)):
+        raise SystemExit(
+            "st-backend serve: --no-embedding leaves no model; give --cross-encoder, --multi-vector or --sparse"
+        )
     if config.devices and config.device:
         raise SystemExit("st-backend serve: give --device or --devices, not both")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

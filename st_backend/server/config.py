@@ -10,6 +10,7 @@ class ServerConfig:
     model: str | None = "default"  # the embedding model; "default" is the embedded all-MiniLM-L6-v2
     cross_encoder: str | None = None
     multi_vector: str | None = None
+    sparse: str | None = None  # a SparseEncoder (SPLADE) for /embed_sparse and /pooling embed_sparse
     device: str | None = None  # None: ST's choice (CUDA when there is one)
     devices: tuple[str, ...] | None = None  # one engine process per device (serve --devices); None: in-process
     device_timeout: float = 300.0  # --devices: seconds a device may go without answering before it is restarted

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .batcher import Batcher, Job
-from .bridge import Bridge, Served
+from .bridge import SPARSE, Bridge, Served
 from .config import ServerConfig
 from .device_process import serve_device, unpack
 from .errors import ApiError
@@ -395,13 +395,14 @@ class DeviceBridge(Bridge):
             config.model,
             config.cross_encoder,
             config.multi_vector,
+            config.sparse,
             device="cpu",
             matryoshka_dimensions=config.matryoshka_dimensions,
             attention=config.attention,
         )
         metrics.add_devices()
         spec = {
-            "paths": (config.model, config.cross_encoder, config.multi_vector),
+            "paths": (config.model, config.cross_encoder, config.multi_vector, config.sparse),
             "matryoshka_dimensions": config.matryoshka_dimensions,
             "attention": config.attention,
             "log_level": logging.getLogger("st_backend.server").getEffectiveLevel(),
@@ -416,6 +417,10 @@ class DeviceBridge(Bridge):
         except BaseException:
             self.pool.stop()
             raise
+        for entry in self._first()["models"]:  # what the devices learned at their warm-up call (a sparse size)
+            served = self.served[entry["name"]]
+            if served.kind == SPARSE:
+                served.dimension = entry["dimension"]
 
     def _warm(self, served: Served) -> None:
         self.count(served, ["warm up"], None, None)  # builds the counting tokenizer's copy

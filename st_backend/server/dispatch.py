@@ -65,11 +65,13 @@ def state_of(request: Request) -> State:
 
 
 def pick(st: State, name: str | None, kinds: tuple[str, ...], route: str) -> Served:
-    """The model a request names (None: the first of an allowed kind); 404 for unknown names, 400 wrong kind."""
-    allowed = [s for s in st.bridge.served.values() if s.kind in kinds]
+    """The model a request names (None: the first served model of the first kind in ``kinds`` that has one); 404
+    for unknown names, 400 for a model of another kind."""
+    allowed = sorted((s for s in st.bridge.served.values() if s.kind in kinds), key=lambda s: kinds.index(s.kind))
     if name is None:
         if not allowed:
-            flag = {"cross-encoder": "--cross-encoder", "multi-vector": "--multi-vector"}.get(kinds[0], "MODEL")
+            flags = {"cross-encoder": "--cross-encoder", "multi-vector": "--multi-vector", "sparse": "--sparse"}
+            flag = flags.get(kinds[0], "MODEL")
             raise ApiError(
                 400,
                 f"{route} needs a {' or '.join(kinds)} model; start the server with {flag} MODEL.",
@@ -122,6 +124,27 @@ async def count_tokens(
 ) -> np.ndarray:
     """Tokens each row gives the model (after ST's truncation); 400 for an over-long row with truncate=false and
     for a request over --max-input-tokens."""
+    return (await count_parts(st, served, [(rows, prompt, role, param)], truncate, route))[0]
+
+
+async def count_parts(st: State, served: Served, parts: list[tuple], truncate: bool, route: str) -> list[np.ndarray]:
+    """count_tokens for a request whose inputs come in parts with their own prompt and role, each part
+    ``(rows, prompt, role, param)`` (e.g. queries and documents): the limits apply to the request as a whole."""
+    counted = [await _lengths(st, served, *part, truncate, route) for part in parts]
+    total = int(sum(int(lengths.sum()) for lengths in counted))
+    if total > st.config.max_input_tokens:
+        raise ApiError(
+            400,
+            f"The request holds {total} tokens after truncation; this server takes at most "
+            f"{st.config.max_input_tokens} per request (--max-input-tokens): split it.",
+            parts[-1][3],
+            "too_many_tokens",
+        )
+    st.metrics.input_tokens.observe(route, value=total)
+    return counted
+
+
+async def _lengths(st: State, served: Served, rows, prompt, role, param: str, truncate: bool, route: str):
     start = time.perf_counter()
     if rows and isinstance(rows[0], list):  # token ids: the count is the length
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
@@ -145,16 +168,6 @@ async def count_tokens(
                     "input_too_long",
                 )
         lengths = np.minimum(lengths, limit)
-    total = int(lengths.sum())
-    if total > st.config.max_input_tokens:
-        raise ApiError(
-            400,
-            f"The request holds {total} tokens after truncation; this server takes at most "
-            f"{st.config.max_input_tokens} per request (--max-input-tokens): split it.",
-            param,
-            "too_many_tokens",
-        )
-    st.metrics.input_tokens.observe(route, value=total)
     return lengths
 
 

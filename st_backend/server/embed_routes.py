@@ -1,4 +1,5 @@
-"""POST /v1/embeddings (OpenAI), /pooling (vLLM: embed and token_embed) and /tokenize."""
+"""POST /v1/embeddings (OpenAI), /pooling (vLLM: embed, token_embed and embed_sparse) and /tokenize; ``sparse``,
+the sparse-model call behind /pooling and /embed_sparse (sparse_routes.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .bridge import CROSS_ENCODER, EMBEDDING, MULTI_VECTOR, Served
+from .bridge import CROSS_ENCODER, EMBEDDING, MULTI_VECTOR, SPARSE, Served
 from .dispatch import INLINE_ROWS, State, check_count, count_tokens, pick, role_of, run, state_of
 from .errors import ApiError
 from .schemas import (
@@ -139,6 +140,62 @@ async def embed(request: Request, st: State, served: Served, body, route: str, t
     return await run(request, st, served, key, rows, tokens, finish)
 
 
+def sparse_entries(indices, values) -> list[dict]:
+    """TEI's sparse row: [{"index", "value"}] (nonzero entries, sorted by index: the bridge gives them so)."""
+    return [{"index": i, "value": v} for i, v in zip(indices.tolist(), values.float().tolist())]
+
+
+async def sparse(request: Request, st: State, served: Served, rows: list[str], body, route: str, param: str, finish):
+    """A sparse model's call on texts (encode / encode_query / encode_document by the body's role, its prompt and
+    max_active_dims): ``finish(outputs, tokens=...)`` gets one (indices, values) pair per row."""
+    role = role_of(body.input_type, body.role)
+    check_count(st, len(rows), param)
+    try:
+        prompt = st.bridge.prompt_of(served, body.prompt_name, body.prompt, role)
+    except ValueError as exc:
+        raise ApiError(400, f"{exc}.", "prompt_name", "unknown_prompt") from exc
+    lengths = await count_tokens(st, served, rows, prompt, role, body.truncate, param, route)
+    tokens = int(lengths.sum())
+    key = ("sparse", role, body.prompt_name, body.prompt, body.max_active_dims)
+    return await run(request, st, served, key, rows, tokens, partial(finish, tokens=tokens))
+
+
+def _pooled_sparse(outputs, *, dimension, fmt, model, tokens) -> bytes:
+    """/pooling on a sparse model: embed_sparse (dimension None) as TEI's entries, embed as dense rows."""
+    if dimension is None:
+        data = [{"index": i, "object": "pooling", "data": sparse_entries(*row)} for i, row in enumerate(outputs)]
+        body = {"object": "list", "data": data, "model": model}
+        body["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return orjson.dumps(body)
+    dense = torch.zeros((len(outputs), dimension))
+    for i, (indices, values) in enumerate(outputs):
+        dense[i, indices] = values.float()
+    return _finish(
+        dense, dims=None, normalize=False, fmt=fmt, model=model, tokens=tokens, obj="pooling", token_level=False
+    )
+
+
+async def _pooling_sparse(request: Request, st: State, served: Served, body: PoolingRequest) -> bytes:
+    for name in ("dimensions", "normalize"):
+        if getattr(body, name):
+            raise ApiError(
+                400, f"{name} applies to dense embedding models, not to a sparse one.", name, "invalid_value"
+            )
+    if body.task == "embed_sparse" and body.encoding_format != "float":
+        raise ApiError(
+            400,
+            "task embed_sparse answers {index, value} entries: encoding_format must be float.",
+            "encoding_format",
+            "invalid_value",
+        )
+    rows, ids = rows_of(body.input, served, "input")
+    if ids:
+        raise ApiError(400, "a sparse model takes texts, not token ids.", "input", "invalid_value")
+    dimension = served.dimension if body.task == "embed" else None
+    finish = partial(_pooled_sparse, dimension=dimension, fmt=body.encoding_format, model=served.name)
+    return await sparse(request, st, served, rows, body, "/pooling", "input", finish)
+
+
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERRORS, tags=["embeddings"])
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """OpenAI's embeddings: texts or token ids in, one vector each (float or base64), with token usage."""
@@ -149,10 +206,15 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
 
 @router.post("/pooling", response_model=PoolingResponse, responses=ERRORS, tags=["embeddings"])
 async def pooling(body: PoolingRequest, request: Request) -> Response:
-    """vLLM's pooling: task embed (one vector per input) or token_embed (one per token; multi-vector models)."""
+    """vLLM's pooling: task embed (one vector per input), token_embed (one per token; multi-vector models) or
+    embed_sparse (a sparse model's nonzero entries; its task embed gives dense vocabulary-sized rows)."""
     st = state_of(request)
-    kinds = (EMBEDDING, MULTI_VECTOR) if body.task == "token_embed" else (EMBEDDING,)
+    kinds = {"token_embed": (EMBEDDING, MULTI_VECTOR), "embed_sparse": (SPARSE,)}.get(body.task, (EMBEDDING, SPARSE))
     served = pick(st, body.model, kinds, f"/pooling task {body.task!r}")
+    if served.kind == SPARSE:
+        return json_response(await _pooling_sparse(request, st, served, body))
+    if body.max_active_dims is not None:
+        raise ApiError(400, "max_active_dims applies to sparse models.", "max_active_dims", "invalid_value")
     return json_response(await embed(request, st, served, body, "/pooling", body.task, "pooling"))
 
 
@@ -160,7 +222,7 @@ async def pooling(body: PoolingRequest, request: Request) -> Response:
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     """Token ids and strings of each text as the model's tokenizer gives them (no truncation)."""
     st = state_of(request)
-    served = pick(st, body.model, (EMBEDDING, CROSS_ENCODER, MULTI_VECTOR), "/tokenize")
+    served = pick(st, body.model, (EMBEDDING, CROSS_ENCODER, MULTI_VECTOR, SPARSE), "/tokenize")
     if body.input is not None and body.prompt is not None:
         raise ApiError(400, "send input or prompt, not both.", "prompt", "invalid_value")
     value = body.input if body.input is not None else body.prompt

@@ -1,12 +1,13 @@
 """Request and response shapes: OpenAI's /v1/embeddings, Cohere/Jina rerank, vLLM's /score, /classify, /pooling
-and /tokenize. Field types are strict (no "1" for 1, no 1 for "a") so the OpenAPI document says exactly what is
-accepted; unknown fields are ignored, as OpenAI-compatible servers do for clients that send extras."""
+and /tokenize, TEI's /embed_sparse. Field types are strict (no "1" for 1, no 1 for "a") so the OpenAPI document
+says exactly what is accepted; unknown fields are ignored, as OpenAI-compatible servers do for clients that send
+extras."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr
 
 
 def _utf8(text: str) -> str:
@@ -80,7 +81,9 @@ class RerankDocument(Request):
 class RerankRequest(Request):
     query: Text
     documents: list[Text | RerankDocument] = Field(description="Texts, or objects with a text field.")
-    model: StrictStr | None = None
+    model: StrictStr | None = Field(
+        None, description="A cross-encoder (the default when one is served), embedding or multi-vector model."
+    )
     top_n: Annotated[StrictInt, Field(ge=1)] | None = Field(None, description="Return the n best; default: all.")
     return_documents: StrictBool = False
     prompt_name: StrictStr | None = None
@@ -100,11 +103,26 @@ class RerankResponse(BaseModel):
     usage: Usage
 
 
+Texts = Text | list[Text]
+
+
 class ScoreRequest(Request):
-    text_1: Text | list[Text] = Field(description="One text (scored against every text_2) or a list.")
-    text_2: Text | list[Text] = Field(description="One text or a list (pairwise with a list text_1).")
-    model: StrictStr | None = None
-    prompt_name: StrictStr | None = None
+    """vLLM's four spellings of the two sides: text_1 / text_2, queries / documents, queries / items, data_1 /
+    data_2 (one name of each side)."""
+
+    text_1: Texts | None = Field(None, description="One text (scored against every text_2) or a list.")
+    text_2: Texts | None = Field(None, description="One text or a list (pairwise with a list text_1).")
+    queries: Texts | None = Field(None, description="Same as text_1.")
+    documents: Texts | None = Field(None, description="Same as text_2.")
+    items: Texts | None = Field(None, description="Same as text_2.")
+    data_1: Texts | None = Field(None, description="Same as text_1.")
+    data_2: Texts | None = Field(None, description="Same as text_2.")
+    model: StrictStr | None = Field(
+        None, description="A cross-encoder (the default when one is served), embedding or multi-vector model."
+    )
+    prompt_name: StrictStr | None = Field(
+        None, description="Cross-encoders: the pair's prompt; embedding / multi-vector models: the queries' prompt."
+    )
     prompt: Text | None = None
     truncate: StrictBool = True
 
@@ -148,8 +166,10 @@ class ClassifyResponse(BaseModel):
 class PoolingRequest(Request):
     input: EmbeddingInput
     model: StrictStr | None = None
-    task: Literal["embed", "token_embed"] = Field(
-        "embed", description="embed: one vector per input; token_embed: one vector per token."
+    task: Literal["embed", "token_embed", "embed_sparse"] = Field(
+        "embed",
+        description="embed: one vector per input (a sparse model's: dense, vocabulary-sized); token_embed: one "
+        "vector per token; embed_sparse (sparse models): the nonzero {index, value} entries of each input.",
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
@@ -159,12 +179,20 @@ class PoolingRequest(Request):
     role: Role | None = None
     normalize: StrictBool | None = None
     truncate: StrictBool = True
+    max_active_dims: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="Sparse models: keep each input's largest entries (ST's max_active_dims)."
+    )
+
+
+class SparseValue(BaseModel):
+    index: int
+    value: float
 
 
 class PoolingData(BaseModel):
     index: int
     object: Literal["pooling"] = "pooling"
-    data: list[float] | list[list[float]] | str
+    data: list[float] | list[list[float]] | list[SparseValue] | str
 
 
 class PoolingResponse(BaseModel):
@@ -172,6 +200,28 @@ class PoolingResponse(BaseModel):
     model: str
     data: list[PoolingData]
     usage: Usage
+
+
+class EmbedSparseRequest(Request):
+    inputs: Text | list[Text] = Field(description="A text or a list of texts.")
+    model: StrictStr | None = Field(None, description="A served sparse model; default: the first.")
+    truncate: StrictBool = Field(
+        True, description="Cut inputs to the model's max_seq_length as ST does; false: longer inputs are a 400."
+    )
+    truncation_direction: Literal["right", "Right", "left", "Left"] | None = Field(
+        None, description="TEI's; only right (ST's truncation) is served."
+    )
+    prompt_name: StrictStr | None = Field(None, description="A key of the model's prompts (GET /info).")
+    prompt: Text | None = Field(None, description="Text put in front of every input; overrides prompt_name.")
+    input_type: InputType | None = Field(None, description="query -> encode_query, document -> encode_document.")
+    role: Role | None = Field(None, description="Same as input_type.")
+    max_active_dims: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="Keep each input's largest entries (ST's max_active_dims)."
+    )
+
+
+class EmbedSparseResponse(RootModel[list[list[SparseValue]]]):
+    """TEI's: for each input, its nonzero entries sorted by index."""
 
 
 class TokenizeRequest(Request):
@@ -200,7 +250,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "st_backend"
-    kind: Literal["embedding", "cross-encoder", "multi-vector"]
+    kind: Literal["embedding", "cross-encoder", "multi-vector", "sparse"]
 
 
 class ModelList(BaseModel):

@@ -1,4 +1,12 @@
-"""POST /v1/rerank and /rerank (Cohere/Jina), /score (vLLM) and /classify, all on the cross-encoder."""
+"""POST /v1/rerank and /rerank (Cohere/Jina), /score and /v1/score (vLLM), and /classify.
+
+/classify, and rerank / score on a cross-encoder, run CrossEncoder.predict on (query, document) pairs. Rerank and
+score on an embedding model (the default when the server has no cross-encoder, or when the request names it) give
+the model's similarity (its similarity_fn_name: cosine unless it says otherwise) of encode_query(query) and
+encode_document(document), as model.similarity does; on a multi-vector model, MaxSim (MeanMaxSim when its
+similarity_fn_name says so) of the same, as MultiVectorEncoder.rank / similarity do. The request's prompt /
+prompt_name then go to the query side. vLLM scores an embedding model by cosine on the texts as given: equal to
+this for a model with no query / document prompts and cosine similarity."""
 
 from __future__ import annotations
 
@@ -9,13 +17,16 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .bridge import CROSS_ENCODER, Served
-from .dispatch import State, check_count, count_tokens, pick, run, state_of
+from .bridge import CROSS_ENCODER, EMBEDDING, MULTI_VECTOR, Served
+from .dispatch import State, check_count, count_parts, count_tokens, pick, run, state_of
 from .embed_routes import ERRORS, json_response
 from .errors import ApiError
 from .schemas import ClassifyRequest, ClassifyResponse, RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
 
 router = APIRouter()
+# What rerank and score run on when a request names no model: the cross-encoder, else the embedding model, else
+# the multi-vector model.
+SCORERS = (CROSS_ENCODER, EMBEDDING, MULTI_VECTOR)
 
 
 def _usage(tokens: int) -> dict:
@@ -33,9 +44,9 @@ def _one_label(served: Served, route: str) -> None:
         )
 
 
-def _prompt(st: State, served: Served, prompt_name: str | None, prompt: str | None) -> str | None:
+def _prompt(st: State, served: Served, prompt_name: str | None, prompt: str | None, role=None) -> str | None:
     try:
-        return st.bridge.prompt_of(served, prompt_name, prompt, None)
+        return st.bridge.prompt_of(served, prompt_name, prompt, role)
     except ValueError as exc:
         raise ApiError(400, f"{exc}.", "prompt_name", "unknown_prompt") from exc
 
@@ -46,6 +57,49 @@ async def _scores(request: Request, st: State, served: Served, pairs: list, body
     tokens = int(lengths.sum())
     key = ("pairs", body.prompt_name, body.prompt)
     return json_response(await run(request, st, served, key, pairs, tokens, partial(finish, tokens=tokens)))
+
+
+async def _bi_scores(
+    request: Request,
+    st: State,
+    served: Served,
+    queries: list,
+    documents: list,
+    body,
+    route: str,
+    params: tuple[str, str],
+    finish,
+):
+    """An embedding or multi-vector model: queries through encode_query (with the request's prompt), documents
+    through encode_document, in one job (so concurrent requests' rows share the merged calls); ``finish`` scores
+    the request's own outputs (rows: queries, then documents)."""
+    query_prompt = _prompt(st, served, body.prompt_name, body.prompt, "query")
+    document_prompt = _prompt(st, served, None, None, "document")
+    parts = [(queries, query_prompt, "query", params[0]), (documents, document_prompt, "document", params[1])]
+    counted = await count_parts(st, served, parts, body.truncate, route)
+    tokens = sum(int(lengths.sum()) for lengths in counted)
+    rows = [("query", q) for q in queries] + [("document", d) for d in documents]
+    key = ("score_embed", body.prompt_name, body.prompt)
+    return json_response(await run(request, st, served, key, rows, tokens, partial(finish, tokens=tokens)))
+
+
+def _similarities(outputs, *, served: Served, queries: int, pairwise: bool) -> torch.Tensor:
+    """Scores of the request's rows (``queries`` query outputs, then the documents'): one query against every
+    document, or query i against document i; the model's own similarity (on the batcher's thread)."""
+    model = served.model
+    if served.kind == MULTI_VECTOR:
+        q, d = list(outputs[:queries]), list(outputs[queries:])
+        if not pairwise:
+            return model.similarity(q, d)[0]
+        return torch.stack([model.similarity([a], [b])[0, 0] for a, b in zip(q, d)])
+    q, d = outputs[:queries].float(), outputs[queries:].float()
+    return model.similarity_pairwise(q, d) if pairwise else model.similarity(q, d)[0]
+
+
+def _bi_finish(finish, *, served: Served, queries: int, pairwise: bool, **kwargs):
+    return lambda outputs, tokens: finish(
+        _similarities(outputs, served=served, queries=queries, pairwise=pairwise), tokens=tokens, **kwargs
+    )
 
 
 def _ranked(scores, *, texts, top_n, return_documents, model, tokens) -> bytes:
@@ -61,13 +115,16 @@ def _ranked(scores, *, texts, top_n, return_documents, model, tokens) -> bytes:
 
 async def _rerank(body: RerankRequest, request: Request, route: str) -> Response:
     st = state_of(request)
-    served = pick(st, body.model, (CROSS_ENCODER,), route)
-    _one_label(served, route)
+    served = pick(st, body.model, SCORERS, route)
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
     check_count(st, len(texts), "documents")
+    options = dict(texts=texts, top_n=body.top_n, return_documents=body.return_documents, model=served.name)
+    if served.kind != CROSS_ENCODER:
+        finish = _bi_finish(_ranked, served=served, queries=1, pairwise=False, **options)
+        return await _bi_scores(request, st, served, [body.query], texts, body, route, ("query", "documents"), finish)
+    _one_label(served, route)
     pairs = [(body.query, t) for t in texts]
-    finish = partial(_ranked, texts=texts, top_n=body.top_n, return_documents=body.return_documents, model=served.name)
-    return await _scores(request, st, served, pairs, body, route, "documents", finish)
+    return await _scores(request, st, served, pairs, body, route, "documents", partial(_ranked, **options))
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, responses=ERRORS, tags=["scores"])
@@ -87,29 +144,55 @@ def _scored(scores, *, model, tokens) -> bytes:
     return orjson.dumps({"object": "list", "model": model, "data": data, "usage": _usage(tokens)})
 
 
-@router.post("/score", response_model=ScoreResponse, responses=ERRORS, tags=["scores"])
-async def score(body: ScoreRequest, request: Request) -> Response:
-    """vLLM's score: text_1 against each text_2 (one to many), or pairwise (equal-length lists)."""
+def _side(body: ScoreRequest, names: tuple[str, ...]) -> tuple[str, list[str]]:
+    """(field name, texts) of one side of a score request: exactly one of its vLLM names."""
+    given = [n for n in names if getattr(body, n) is not None]
+    if len(given) != 1:
+        listed = " / ".join(names)
+        why = "is missing" if not given else f"is given twice ({', '.join(given)})"
+        raise ApiError(400, f"One of {listed} {why}: send one of them.", names[0], "invalid_value")
+    value = getattr(body, given[0])
+    return given[0], [value] if isinstance(value, str) else list(value)
+
+
+async def _score(body: ScoreRequest, request: Request, route: str) -> Response:
     st = state_of(request)
-    served = pick(st, body.model, (CROSS_ENCODER,), "/score")
-    _one_label(served, "/score")
-    first = [body.text_1] if isinstance(body.text_1, str) else list(body.text_1)
-    second = [body.text_2] if isinstance(body.text_2, str) else list(body.text_2)
-    check_count(st, len(first), "text_1")
-    check_count(st, len(second), "text_2")
-    if len(first) == 1:
-        first = first * len(second)
-    elif len(first) != len(second):
+    served = pick(st, body.model, SCORERS, route)
+    name_1, first = _side(body, ("text_1", "queries", "data_1"))
+    name_2, second = _side(body, ("text_2", "documents", "items", "data_2"))
+    check_count(st, len(first), name_1)
+    check_count(st, len(second), name_2)
+    if len(first) != 1 and len(first) != len(second):
         raise ApiError(
             400,
-            f"text_1 has {len(first)} texts and text_2 {len(second)}: send one text_1, or lists of "
+            f"{name_1} has {len(first)} texts and {name_2} {len(second)}: send one {name_1}, or lists of "
             "equal length (scored pairwise).",
-            "text_2",
+            name_2,
             "length_mismatch",
         )
-    check_count(st, len(first), "text_2")
+    if served.kind != CROSS_ENCODER:
+        # One to many: the one text is encoded once. The score count is len(second), within --max-inputs.
+        finish = _bi_finish(_scored, served=served, queries=len(first), pairwise=len(first) > 1, model=served.name)
+        return await _bi_scores(request, st, served, first, second, body, route, (name_1, name_2), finish)
+    _one_label(served, route)
+    if len(first) == 1:
+        first = first * len(second)
+    check_count(st, len(first), name_2)
     finish = partial(_scored, model=served.name)
-    return await _scores(request, st, served, list(zip(first, second)), body, "/score", "text_2", finish)
+    return await _scores(request, st, served, list(zip(first, second)), body, route, name_2, finish)
+
+
+@router.post("/score", response_model=ScoreResponse, responses=ERRORS, tags=["scores"])
+async def score(body: ScoreRequest, request: Request) -> Response:
+    """vLLM's score: text_1 against each text_2 (one to many), or pairwise (equal-length lists); a cross-encoder's
+    score, or an embedding / multi-vector model's similarity of the query and document encodings."""
+    return await _score(body, request, "/score")
+
+
+@router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, tags=["scores"])
+async def score_v1(body: ScoreRequest, request: Request) -> Response:
+    """The same as /score."""
+    return await _score(body, request, "/v1/score")
 
 
 def _classified(logits, *, labels, model, tokens) -> bytes:

@@ -77,12 +77,13 @@ def test_joined_slices_keep_each_inputs_tokens_and_types():
 
     def part(values, types):
         ids = [np.full(v, v) for v in values]
-        return Tokenized(ids, [np.full(v, 1) for v in values] if types else None, np.array(values), np.array([9]))
+        prefix = (np.array([9]),)
+        return Tokenized(ids, [np.full(v, 1) for v in values] if types else None, np.array(values), prefix)
 
     joined = join([part([1, 2], True), part([3], True)])
     assert [a.tolist() for a in joined.ids] == [[1], [2, 2], [3, 3, 3]]
     assert [len(t) for t in joined.type_ids] == [1, 2, 3] and joined.lengths.tolist() == [1, 2, 3]
-    assert joined.prefix.tolist() == [9]
+    assert [p.tolist() for p in joined.prefix] == [[9]]
     assert join([part([1], False), part([2], False)]).type_ids is None
     with pytest.raises(RuntimeError, match="type ids"):
         join([part([1], False), part([2], True)])

@@ -40,6 +40,8 @@ def test_defaults_and_flags(monkeypatch):
             "my/model",
             "--cross-encoder",
             "ce",
+            "--sparse",
+            "splade",
             "--no-batching",
             "--matryoshka-dimensions",
             "384,128",
@@ -53,6 +55,7 @@ def test_defaults_and_flags(monkeypatch):
     )
     config = config_from(args)
     assert config.api_key == "from-env" and config.model == "my/model" and config.cross_encoder == "ce"
+    assert config.sparse == "splade" and config.multi_vector is None
     assert (config.batching, config.matryoshka_dimensions, config.max_inputs) == (False, (384, 128), 7)
     assert (config.queue_capacity, config.max_batch_tokens) == (3, 99)
     assert args.fn.__name__ == "run"

@@ -95,8 +95,12 @@ def test_bad_input(server, case):
 
 
 def test_wrong_model_kind(server):
-    response = httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": ["d"], "model": embedder(server)})
+    # (rerank and score take an embedding model too: tests/server/test_bi_scores.py)
+    response = httpx.post(f"{server.url}/classify", json={"input": ["q"], "model": embedder(server)})
     assert response.status_code == 400 and "embedding model" in response.json()["error"]["message"]
+    response = httpx.post(f"{server.url}/embed_sparse", json={"inputs": "q"})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "model_not_loaded" and "--sparse" in error["message"]
 
 
 def test_form_content_type_is_read_as_json(server):

@@ -26,11 +26,12 @@ EXAMPLES = 16  # per operation and mode, at most (hypothesis stops early on smal
 
 
 @pytest.fixture(scope="module")
-def server(tiny_embedder, tiny_reranker, tiny_colbert):
+def server(tiny_embedder, tiny_reranker, tiny_colbert, tiny_splade):
     config = ServerConfig(
         model=tiny_embedder,
         cross_encoder=tiny_reranker,
         multi_vector=tiny_colbert,
+        sparse=tiny_splade,
         matryoshka_dimensions=MATRYOSHKA,
         max_inputs=64,
     )
@@ -43,9 +44,17 @@ def test_fuzz_openapi(server):
     # The schemathesis pytest plugin's from_fixture does not run on pytest 9: drive each operation here.
     api = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert {"/v1/embeddings", "/v1/rerank", "/pooling", "/score", "/classify", "/tokenize"} <= {
-        op.path for op in operations
+    paths = {
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/pooling",
+        "/score",
+        "/v1/score",
+        "/classify",
+        "/tokenize",
+        "/embed_sparse",
     }
+    assert paths <= {op.path for op in operations}
     sent = []
     for op in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
