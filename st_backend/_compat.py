@@ -19,6 +19,7 @@ from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.cross_encoder.modules.logit_score import LogitScore
 from sentence_transformers.multi_vector_encoder.modules import BaseTokenPooling, MultiVectorMask
 from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 from sentence_transformers.util import truncate_embeddings
 
 logger = logging.getLogger("st_backend")
@@ -27,10 +28,12 @@ __all__ = [
     "BaseTokenPooling",
     "Dense",
     "LogitScore",
+    "MLMTransformer",
     "MultiVectorMask",
     "Normalize",
     "Pooling",
     "Router",
+    "SpladePooling",
     "Transformer",
     "TOKEN_EMBEDDINGS_KEEP_LEFT_PADS",
     "MVE_TRUNCATES",

@@ -59,8 +59,9 @@ class _Facts:
         self.forward_tokens += batch.num_tokens
         used = batch.prefix if batch.kv_index is not None else None
         for p in used or ():
-            if p.tobytes() not in self._prefixes:
-                self._prefixes.add(p.tobytes())
+            key = p.tobytes()
+            if key not in self._prefixes:
+                self._prefixes.add(key)
                 self.forward_tokens += len(p)
 
     def add(self, truncated: int = 0, filled: int = 0) -> None:
@@ -137,8 +138,9 @@ class Engine:
     def shared_prefix(self, prompt: str | None, arity: int | None, device: torch.device) -> np.ndarray | None:
         """The head every input of ``arity`` texts starts with under ``prompt`` (a template's, a prompt's), when it
         may run once per call; groups of a call's rows may share more (prefix.rows_prefix)."""
-        if not self.shares_prefixes(arity, device):
-            return None
+        return self._head(prompt, arity) if self.shares_prefixes(arity, device) else None
+
+    def _head(self, prompt: str | None, arity: int) -> np.ndarray | None:
         if self.template is not None:
             return self.template.shared_prefix(prompt, arity)
         if not prompt or arity != 1:
@@ -151,7 +153,7 @@ class Engine:
         """The call's outputs in input order, and its facts."""
         facts = _Facts()
         sharing = self.shares_prefixes(call.prefix_arity, device)
-        prefix = self.shared_prefix(call.prompt, call.prefix_arity, device) if sharing else None
+        prefix = self._head(call.prompt, call.prefix_arity) if sharing else None  # one runner check per call
 
         def tokenize(start: int, stop: int) -> Tokenized:
             tokens = self.tokenize(call.items[start:stop], call, facts)

@@ -27,7 +27,8 @@ def why_not_transformer(
     task / output: the transformer_task and model output the engine replaces; message: whether a chat
     template (the "message" modality) may render the text; expansion_ok: the caller applies query expansion.
     """
-    if type(module) is not _compat.Transformer:
+    # MLMTransformer is ST's Transformer with fill-mask defaults (its own code only loads): the same checks hold.
+    if type(module) not in (_compat.Transformer, _compat.MLMTransformer):
         return f"the input module is {type(module).__name__}, not sentence_transformers' Transformer"
     s = _compat.transformer_settings(module)
     if s["backend"] != "torch":
@@ -188,31 +189,17 @@ def _expansion(transformer, expansion: dict, fill: int) -> Expansion:
     return Expansion(floor=floor, cap=cap, fill=fill, fixed=False)
 
 
-def _as_transformer(module: torch.nn.Module) -> torch.nn.Module:
-    """ST's MLMTransformer is its Transformer with fill-mask defaults (its own code only loads): for the checks of
-    why_not_transformer, a Transformer sharing its attributes (nothing is copied or changed)."""
-    from sentence_transformers.sparse_encoder.modules import MLMTransformer
-
-    if type(module) is not MLMTransformer:
-        return module
-    view = _compat.Transformer.__new__(_compat.Transformer)
-    object.__setattr__(view, "__dict__", module.__dict__)
-    return view
-
-
 def sparse_plan(modules: list[torch.nn.Module], task: str | None = None) -> Plan | str:
     """[MLMTransformer or Transformer(fill-mask), SpladePooling] serving ``task`` (SPLADE), or the reason."""
-    from sentence_transformers.sparse_encoder.modules import SpladePooling
-
     from .heads import MLM_HEADS, sparse_head
 
     names = [type(m).__name__ for m in modules]
     if names[:1] == ["SparseStaticEmbedding"]:
         return "an inference-free route (SparseStaticEmbedding: one weight per token, no transformer to pack)"
-    if len(modules) != 2 or type(modules[1]) is not SpladePooling:
+    if len(modules) != 2 or type(modules[1]) is not _compat.SpladePooling:
         return f"the pipeline {names} is not a masked-LM Transformer followed by SpladePooling"
     first, pooling = modules
-    reason = why_not_transformer(_as_transformer(first), "fill-mask", "logits")
+    reason = why_not_transformer(first, "fill-mask", "logits")
     if reason:
         return reason
     model = first.model
