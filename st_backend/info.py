@@ -9,6 +9,8 @@ import torch
 
 from .engine.architectures import ARCHITECTURES
 from .engine.attention import probe
+from .engine.kernels import FUSIONS
+from .engine.kernels.ops import ops_for
 from .engine.rewrites import rewrites_for
 from .engine.runner import RUNNERS
 
@@ -45,6 +47,8 @@ def info(
         "backends": {},
         "compile_rewrites": list(rewrites_for(device)),
     }
+    ops, why = ops_for(device, dtype)
+    report["fused_kernels"] = {"ops": ops.name, "fusions": list(FUSIONS)} if ops is not None else {"off": why}
     if model is not None:
         report["tokenizer"] = tokenizer_report(model)
     report["runners"] = runner_families()
@@ -115,4 +119,8 @@ def format_info(report: dict) -> str:
         )
     rewrites = ", ".join(report.get("compile_rewrites", [])) or "none"
     lines.append(f"graph rewrites under EngineConfig(compile=True) here: {rewrites}")
+    fused = report.get("fused_kernels", {})
+    if fused:
+        found = f"{', '.join(fused['fusions'])} on {fused['ops']}" if "ops" in fused else f"off: {fused['off']}"
+        lines.append(f"fused kernels in the eager forward (Llama-style decoders): {found}")
     return "\n".join(lines)

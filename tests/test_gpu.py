@@ -305,3 +305,23 @@ def test_no_cuda_graphs_for_a_backend_that_reads_its_layout_on_the_host(tiny_roo
     for _ in range(4):
         fast.encode(TEXTS[3])
     assert fast.engine_for(None).runner(fast.device).graphs is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("arch", ("qwen3", "llama", "qwen2"))
+def test_fused_kernels_equal_plain_st(tiny_root, arch, dtype):
+    """The default engine on CUDA runs Liger-Kernel's fused RMSNorm, SiLU-mul and rotary kernels where installed:
+    equal to plain ST in the same dtype, and to the same engine without them."""
+    pytest.importorskip("liger_kernel")
+    path = build_st_dir(arch, tiny_root, pooling_mode="lasttoken")
+    plain = sentence_transformers.SentenceTransformer(str(path), device="cuda").to(dtype)
+    want = plain.encode(TEXTS, convert_to_tensor=True, batch_size=16).float()
+    fast = st_backend.SentenceTransformer(str(path), device="cuda").to(dtype)
+    got = fast.encode(TEXTS, convert_to_tensor=True, batch_size=16).float()
+    found = fast.engine_for(None).describe(fast.device)["kernels"]
+    REPORT[f"kernels/{arch}/{dtype}"] = found
+    assert found.get("ops", "").startswith("liger-kernel") and found["rope"] > 0, found
+    assert_rows_close(got, want, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} {dtype} fused")
+    off = st_backend.SentenceTransformer(str(path), device="cuda", engine=EngineConfig(kernels=())).to(dtype)
+    unfused = off.encode(TEXTS, convert_to_tensor=True, batch_size=16).float()
+    assert_rows_close(got, unfused, min_cosine=0.999, max_abs=float("inf"), what=f"{arch} {dtype} fused vs not")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .attention import PRIORITY
+from .kernels import FUSIONS
 from .rewrites import REWRITES
 
 ATTENTION_CHOICES = ("auto", *PRIORITY)
@@ -56,6 +57,10 @@ class EngineConfig:
         reuse their output buffers at the next batch, while the engine keeps every batch's outputs).
     rewrites: graph rewrites applied when ``compile`` is on (``engine/rewrites.py``). None: those measured to pay
         on the device (on CUDA, Linear + GELU on eager PyTorch's kernels); () turns them off.
+    kernels: fused kernels for the eager forward (``engine/kernels``: RMSNorm, SiLU-mul, rotary embeddings of
+        Llama-style decoders). None: every fusion, on CUDA where Liger-Kernel is installed and matches the
+        reference on a test tensor; () turns them off; names force those (with plain PyTorch where no kernel library
+        runs: what CPU tests use). Not with ``compile`` (Inductor fuses these itself).
     cuda_graphs: on CUDA, replay a captured CUDA graph of the forward for small batches (up to 2,048 tokens and
         64 inputs, padded to a bucket by filler sequences attention keeps apart: engine/graphs.py), as serving
         engines do for decode steps; one query per call is then no longer launch-bound. A bucket is captured
@@ -78,6 +83,7 @@ class EngineConfig:
     chunk_size: int | None = None
     compile: bool | str = False
     rewrites: tuple[str, ...] | None = None
+    kernels: tuple[str, ...] | None = None
     shared_prefix: bool = True
     cuda_graphs: bool = True
     profile: bool = False
@@ -119,16 +125,9 @@ class EngineConfig:
                 f"got {_shown(self.compile)}"
             )
         if self.rewrites is not None:
-            if isinstance(self.rewrites, str | bytes) or not isinstance(self.rewrites, Iterable):
-                raise ValueError(
-                    f"EngineConfig.rewrites must be a sequence of rewrite names (a tuple or list, () for none) or "
-                    f"None (the device's default), got {_shown(self.rewrites)}; known: {tuple(REWRITES)}"
-                )
-            rewrites = tuple(self.rewrites)
-            unknown = [name for name in rewrites if not isinstance(name, str) or name not in REWRITES]
-            if unknown:
-                raise ValueError(f"EngineConfig.rewrites {unknown} are unknown; known: {tuple(REWRITES)}")
-            object.__setattr__(self, "rewrites", rewrites)
+            object.__setattr__(self, "rewrites", _names("rewrites", self.rewrites, tuple(REWRITES)))
+        if self.kernels is not None:
+            object.__setattr__(self, "kernels", _names("kernels", self.kernels, tuple(FUSIONS)))
         if not isinstance(self.attention, str) or self.attention not in ATTENTION_CHOICES:
             raise ValueError(
                 f"EngineConfig.attention must be a string, one of {ATTENTION_CHOICES}, got {_shown(self.attention)}"
@@ -228,6 +227,20 @@ class EngineConfig:
 
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _names(field: str, value: object, known: tuple[str, ...]) -> tuple[str, ...]:
+    """A field holding a sequence of registered names, as a tuple; a clear error naming the field otherwise."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValueError(
+            f"EngineConfig.{field} must be a sequence of names (a tuple or list, () for none) or None (the device's "
+            f"default), got {_shown(value)}; known: {known}"
+        )
+    names = tuple(value)
+    unknown = [name for name in names if not isinstance(name, str) or name not in known]
+    if unknown:
+        raise ValueError(f"EngineConfig.{field} {unknown} are unknown; known: {known}")
+    return names
 
 
 def _is_int(value: object) -> bool:

@@ -103,6 +103,7 @@ class Engine:
             "compile": self.config.compile,
             "cuda_graphs": runner.graphs.describe() if runner.graphs is not None else "off",
             "rewrites": dict(rewrites.counts) if rewrites is not None else {},
+            "kernels": dict(getattr(runner, "kernels", {})),
             "token_budget": self.token_budget(device),
             "tokenizer_processes": self.config.processes(device),
             "chat_template": self.template is not None,

@@ -13,6 +13,7 @@ from . import hf
 from .architectures import ArchSpec
 from .attention import AttentionBackend, choose, register
 from .graphs import CudaGraphs
+from .kernels import fuse
 from .packing import PackedBatch
 from .positions import non_pad_positions
 from .prefix import PrefixCache
@@ -40,6 +41,7 @@ class PackedRunner:
         rewrites: tuple[str, ...] = (),
         shared_prefix: bool = False,
         cuda_graphs: bool = False,
+        kernels: tuple[str, ...] | None = (),
     ) -> None:
         self.arch = arch
         self.backend = backend
@@ -48,10 +50,16 @@ class PackedRunner:
         self.shares_prefixes = arch.causal and backend.shared_prefix and shared_prefix
         self.attn_name = register(backend)
         self.model = hf.packed_view(model, self.attn_name)
+        device = next(model.parameters()).device
+        if compile:
+            self.kernels = {"off": "compile (Inductor fuses these itself)"}
+        elif kernels == ():
+            self.kernels = {"off": "EngineConfig(kernels=())"}
+        else:
+            self.kernels = fuse(self.model, device, self.model.dtype, kernels)
         self.state = ModelState(model)
         self.prefixes = PrefixCache(self.model)
         self._call, self.rewrite_pass = compiled(self.model, compile, rewrites)
-        device = next(model.parameters()).device
         # Small batches replay captured graphs (engine/graphs.py); a compiled forward keeps its own.
         graphs = cuda_graphs and device.type == "cuda" and not compile and backend.cuda_graphs
         self.graphs = CudaGraphs(self.model, device) if graphs else None
@@ -204,6 +212,7 @@ class RunnerCache:
             rewrites=rewrites,
             shared_prefix=result.shared_prefix.get(backend.name, False),
             cuda_graphs=self.config.cuda_graphs,
+            kernels=self.config.kernels,
         )
 
 
