@@ -1,7 +1,7 @@
 """Where the GPU time of st_backend's packed forward goes, by kernel family (torch.profiler, one warm call).
 
 python benchmarks/kernel_profile.py MODEL_SIZE [--task embed|rerank] [--dtype bfloat16] [--compile [MODE]]
-        [--num-texts 8000] [--json FILE]
+        [--num-texts 8000] [--no-kernels] [--json FILE]
 
 Families: GEMM (cuBLAS / CUTLASS / Triton mm templates), attention (flash / varlen), fused elementwise (Triton
 kernels Inductor generated), other (eager elementwise, copies, reductions).
@@ -41,10 +41,12 @@ def main() -> None:
     p.add_argument("--max-batch-tokens", type=int, default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--no-kernels", action="store_true", help="EngineConfig(kernels=()): no fused kernels")
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
     texts = synthetic_corpus(args.num_texts)
-    config = EngineConfig(compile=args.compile, max_batch_tokens=args.max_batch_tokens)
+    kernels = () if args.no_kernels else None
+    config = EngineConfig(compile=args.compile, max_batch_tokens=args.max_batch_tokens, kernels=kernels)
     path = build_random_model(args.size, args.task)
     if args.task == "rerank":
         template = RERANK_TEMPLATE if args.size.startswith("qwen3") else None
@@ -87,17 +89,27 @@ def main() -> None:
     families: dict[str, float] = {}
     for name, seconds in kernels.items():
         families[family(name)] = families.get(family(name), 0.0) + seconds
+    if args.task == "rerank":
+        tokens = sum(len(ids) for ids in model.token_ids(inputs))
+    else:
+        tokens = int(sum(model.engine_for(None).tokenize(texts).lengths))
     report = {
+        "tokens": tokens,
+        "tokens_per_s": tokens / wall,
         "size": args.size,
         "task": args.task,
         "dtype": args.dtype,
         "compile": args.compile,
+        "kernels": model.engine_for(None).describe(torch.device(args.device))["kernels"]
+        if args.task == "embed"
+        else model.engine().describe(torch.device(args.device))["kernels"],
         "wall_s": wall,
         "gpu_kernel_s": total,
         "families_s": dict(sorted(families.items(), key=lambda kv: -kv[1])),
         "top_kernels_s": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:25]),
     }
-    print(f"{args.size} {args.task} {args.dtype} compile={args.compile}: wall {wall:.3f} s, kernels {total:.3f} s")
+    print(f"{args.size} {args.task} {args.dtype} compile={args.compile} fused {report['kernels']}")
+    print(f"  {tokens} tokens: wall {wall:.3f} s ({tokens / wall / 1e6:.3f} M tok/s), kernels {total:.3f} s")
     for label, seconds in report["families_s"].items():
         print(f"  {label:16s} {seconds:.3f} s  {100 * seconds / max(total, 1e-9):5.1f}%")
     for name, seconds in report["top_kernels_s"].items():

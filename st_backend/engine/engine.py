@@ -100,6 +100,7 @@ class Engine:
             "model_type": self.plan.arch.model_type,
             "attention_backend": runner.backend.name,
             "shared_prefixes": runner.shares_prefixes,
+            "shared_prefix_limits": _prefix_limits(runner, self.plan.arch.causal),
             "compile": self.config.compile,
             "cuda_graphs": runner.graphs.describe() if runner.graphs is not None else "off",
             "rewrites": dict(rewrites.counts) if rewrites is not None else {},
@@ -268,3 +269,16 @@ def expand(tokenizer: TextTokenizer, texts: list[str], expansion: Expansion) -> 
             type_ids.append(np.concatenate([tokens.type_ids[i], np.zeros(missing, dtype=row.dtype)]))
     lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
     return Tokenized(ids, type_ids, lengths), filled
+
+
+def _prefix_limits(runner, causal: bool) -> str:
+    """Where shared prefixes do not apply for this runner, in words (describe())."""
+    if not causal:
+        return "bidirectional attention: every input runs whole"
+    if not runner.shares_prefixes:
+        if not runner.uses_backend:
+            return "the grouped runner runs the model's own attention, which takes no key prefix"
+        return "off: the attention backend's key-prefix masks were not checked right here, or shared_prefix=False"
+    if getattr(runner, "graphs", None) is not None:
+        return "batches sharing a prefix run eagerly: CUDA graphs hold token inputs only"
+    return "none"

@@ -40,7 +40,9 @@ def test_fused_forwards_equal_plain_st(tiny_root, arch):
 def test_fused_attention_with_shared_prefixes_equals_plain_st(tiny_root, monkeypatch):
     monkeypatch.setattr(st_backend.EngineConfig, "__init__", _forcing(st_backend.EngineConfig.__init__))
     plain, fast = causal_pair(tiny_root, "qwen3", QWEN_TEMPLATE)
-    assert fast.engine().describe(torch.device("cpu"))["kernels"]["rope"] > 0
+    described = fast.engine().describe(torch.device("cpu"))
+    assert described["kernels"]["rope"] > 0
+    assert described["shared_prefixes"] and described["shared_prefix_limits"] == "none", described
     docs = [d for _, d in PAIRS] * 3
     got = [r["score"] for r in fast.rank("what is a cat", docs)]
     np.testing.assert_allclose(got, [r["score"] for r in plain.rank("what is a cat", docs)], atol=1e-5)
