@@ -2,7 +2,8 @@
 
 ``python -m mteb_eval --model default --sts FILE --retrieval DIR --classification DIR --out DIR`` runs real
 ``mteb.evaluate`` on local tasks (STS Benchmark file, BEIR directory, CSV classification) or hub tasks (``--tasks``)
-with both backends and prints score, difference, wall time and speedup per task.
+with both backends and prints score, difference, wall time and speedup per task. ``--model-type SparseEncoder``
+(default: the type saved with the model) compares SPLADE models the same way.
 """
 
 from .loaders import load_classification_csv, load_retrieval, load_sts

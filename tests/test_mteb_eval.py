@@ -19,6 +19,8 @@ from mteb_eval import loaders  # noqa: E402
 # Sizes kept small so the file runs in a few minutes on 2 CPU cores.
 BANKING_TRAIN, BANKING_TEST = 2000, None  # test set in full (3080)
 ARGUANA_QUERIES, ARGUANA_DOCS = 100, 1000
+# The sparse run: plain ST runs the MLM head over every padded position, so fewer texts, cut at 128 tokens.
+SPARSE_QUERIES, SPARSE_DOCS, SPARSE_MAX_LEN = 20, 200, 128
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} not present")
 
@@ -69,6 +71,51 @@ def test_arguana_subsample_matches_plain_st(default_model_path):
     assert row["metric"] == "ndcg_at_10"
     assert round(row["backend"], 3) == round(row["plain"], 3)
     assert 0.2 < row["plain"] < 1.0
+
+
+@needs_data
+def test_arguana_sparse_encoder_matches_plain_st(tmp_path, notes):
+    """The CLI on a SPLADE folder: SparseEncoder on both sides (the type saved with the model), through mteb's
+    sparse wrapper. The random weights are reshaped to retrieve far above chance, so equal nDCG@10 means the two
+    sides' rankings agree (1% noise on st_backend's document values moves it by 7e-4)."""
+    import st_backend
+    from mteb_eval.runner import lexical_splade, load_model, main, model_type_of
+    from st_backend.bench.models import build_splade_dir
+
+    path = lexical_splade(build_splade_dir("bert", str(tmp_path), "tiny", max_len=SPARSE_MAX_LEN))
+    assert model_type_of(path) == "SparseEncoder"
+    assert isinstance(load_model("st_backend", path, model_type="SparseEncoder"), st_backend.SparseEncoder)
+    out = tmp_path / "out"
+    argv = ["--model", path, "--retrieval", str(SHARED_DATA / "arguana"), "--out", str(out)]
+    main(argv + ["--retrieval-max-queries", str(SPARSE_QUERIES), "--retrieval-max-docs", str(SPARSE_DOCS)])
+    report = json.loads((out / "results.json").read_text())
+    assert report["model_type"] == "SparseEncoder"
+    (row,) = report["rows"]
+    assert row["metric"] == "ndcg_at_10"
+    assert row["plain"] > 0.2  # chance is about 0.02 over 200 documents
+    assert abs(row["backend"] - row["plain"]) <= 1e-4
+    assert notes() == []  # st_backend's engine ran, not ST's own path
+
+
+def test_cli_random_sparse_needs_masked_lm(tmp_path, monkeypatch):
+    import tempfile
+
+    from mteb_eval.runner import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the bench builder's folder, made before it refuses
+    p = tmp_path / "sts.csv"
+    p.write_text(GOOD_STS)
+    with pytest.raises(SystemExit, match="masked-LM"):
+        main(["--model", "qwen3-0.6b", "--model-type", "SparseEncoder", "--sts", str(p)])
+
+
+def test_model_type_defaults_to_sentence_transformer(default_model_path, tmp_path):
+    from mteb_eval.runner import load_model, model_type_of
+
+    assert model_type_of(default_model_path) == "SentenceTransformer"  # saved before ST 5: no model_type
+    assert model_type_of(str(tmp_path)) == "SentenceTransformer"
+    with pytest.raises(ValueError, match="model type"):
+        load_model("st_backend", default_model_path, model_type="CrossEncoder")
 
 
 @needs_data
