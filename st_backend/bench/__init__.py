@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from .corpora import CORPORA, synthetic_corpus
 from .models import RERANK_TEMPLATE, SIZES, build_random_model
 from .report import format_report
 from .run import CPU_DEFAULTS, GPU_DEFAULTS, run_bench
+from .tasks import QUERY_SHAPE_DEFAULTS, shape_problem
 
 __all__ = ["RERANK_TEMPLATE", "SIZES", "add_parser", "build_random_model", "cmd_bench", "run_bench", "synthetic_corpus"]
 
 
 def cmd_bench(args) -> int:
+    problem = shape_problem(args)
+    if problem is not None:
+        print(f"st-backend bench: error: {problem}", file=sys.stderr)
+        return 2
     report = run_bench(args)
     print(format_report(report))
     if args.json:
@@ -28,10 +34,13 @@ def add_parser(sub) -> None:
         "--task",
         choices=["embed", "rerank", "rank", "colbert", "maxsim", "sparse"],
         default="embed",
-        help="embed: SentenceTransformer; rerank: CrossEncoder predict on pairs of different queries; rank: "
-        "CrossEncoder rank(query, documents) for --num-queries queries of ~300 characters with --docs-per-query "
-        "documents each; colbert: MultiVectorEncoder document encoding; maxsim: MaxSim reranking of "
-        "--docs-per-query encoded documents for --num-queries queries; sparse: SparseEncoder (SPLADE)",
+        help="embed: SentenceTransformer; rerank: CrossEncoder predict on pairs of different queries, or, given "
+        "both --num-queries N and --docs-per-query M, N queries of ~300 characters with M documents each, their "
+        "pairs interleaved round-robin (q0 d0, q1 d0, ..., q0 d1, ...) in one predict(pairs) (tuned: "
+        "predict(pairs, batch_size=--batch-size)); rank: CrossEncoder rank(query, documents) for --num-queries "
+        "queries of ~300 characters with --docs-per-query documents each; colbert: MultiVectorEncoder document "
+        "encoding; maxsim: MaxSim reranking of --docs-per-query encoded documents for --num-queries queries; "
+        "sparse: SparseEncoder (SPLADE)",
     )
     p.add_argument(
         "--corpus",
@@ -50,8 +59,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--latency", type=int, default=0, help="instead: this many calls of one input each, p50/p99")
     p.add_argument("--max-seq-length", type=int, default=None, help="set model.max_seq_length on every side")
-    p.add_argument("--docs-per-query", type=int, default=1000)
-    p.add_argument("--num-queries", type=int, default=100)
+    p.add_argument(
+        "--docs-per-query",
+        type=int,
+        default=None,
+        help=f"documents per query of rank and maxsim (default {QUERY_SHAPE_DEFAULTS['docs_per_query']}) and of "
+        "rerank's interleaved queries (with --num-queries)",
+    )
+    p.add_argument(
+        "--num-queries",
+        type=int,
+        default=None,
+        help=f"queries of rank and maxsim (default {QUERY_SHAPE_DEFAULTS['num_queries']}); rerank with "
+        "--docs-per-query: queries interleaved in one predict. rank and rerank given both read N x M texts unless "
+        "--num-texts says otherwise (as many whole queries as the corpus holds)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on CUDA, fp32 on CPU)")
     p.add_argument(

@@ -9,6 +9,7 @@ import torch
 
 from .corpora import load_corpus, synthetic_corpus
 from .models import SIZES, build_random_model
+from .tasks import query_shape
 
 
 def run_maxsim(args, device: torch.device, dtype: torch.dtype) -> dict:
@@ -23,12 +24,12 @@ def run_maxsim(args, device: torch.device, dtype: torch.dtype) -> dict:
         build_random_model(args.model, "maxsim", args.max_length) if args.model in SIZES else resolve_model(args.model)
     )
     texts = load_corpus(args.texts or args.corpus, args.num_texts, args.data_dir, args.long_tokens)
-    progress(args, f"loading {args.model} on {device}; encoding {min(len(texts), args.docs_per_query)} documents")
+    num_queries, per_query = query_shape(args)
+    progress(args, f"loading {args.model} on {device}; encoding {min(len(texts), per_query)} documents")
     fast = MultiVectorEncoder(path, device=str(device), engine=engine_config(args)).to(dtype)
     plain = sentence_transformers.MultiVectorEncoder(path, device=str(device)).to(dtype)
-    per_query = args.docs_per_query
     docs = fast.encode_document(texts[:per_query], batch_size=args.batch_size)
-    queries = fast.encode_query(synthetic_corpus(args.num_queries, median_words=6, sigma=0.3, seed=1))
+    queries = fast.encode_query(synthetic_corpus(num_queries, median_words=6, sigma=0.3, seed=1))
     packed = PackedEmbeddings.from_list(docs)
 
     def plain_call():

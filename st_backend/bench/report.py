@@ -25,6 +25,12 @@ def format_report(r: dict) -> str:
         head,
         f"{r['inputs']} {unit}, {r['tokens']} tokens; padding avoided vs ST at bs 32: {r['padding_tokens_avoided']}",
     ]
+    if r.get("shape"):
+        shape = r["shape"]
+        call = "rank(query, documents) per query" if r["task"] == "rank" else "one predict(pairs)"
+        lines.append(f"{shape['queries']} queries x {shape['docs_per_query']} documents, {shape['order']}: {call}")
+    if "layer_tokens" in r:  # reports of runs before it was counted have none
+        lines.append(_layer_tokens(r["layer_tokens"]))
     if r.get("cpu_defaults"):
         lines.append(
             f"CPU defaults (a quick run; give these options for a longer one): {format_options(r['cpu_defaults'])}"
@@ -46,6 +52,17 @@ def format_report(r: dict) -> str:
         lines.append("profile of the last tuned st_backend run (seconds; thread-summed stages can exceed wall):")
         lines += [f"  {k:45s} {v:8.3f}" for k, v in r["profile_of_last_st_backend_run"].items()]
     return "\n".join(lines)
+
+
+def _layer_tokens(counted: dict | None) -> str:
+    """The st_backend default call's tokens through the layers against the tokens in its rows."""
+    if counted is None:
+        return "st_backend default call: ST's own path (tokens through the layers not counted)"
+    share = f" ({100 * counted['forward_share']:.1f}%)" if counted["forward_share"] is not None else ""
+    return (
+        f"st_backend default call: {counted['forward_tokens']} tokens through the layers of "
+        f"{counted['row_tokens']} in the rows{share}"
+    )
 
 
 def format_options(values: dict) -> str:

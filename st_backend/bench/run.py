@@ -22,7 +22,7 @@ from ..engine.engine import results
 from .corpora import load_corpus
 from .models import SIZES, build_random_model, template_for
 from .report import format_options
-from .tasks import TASKS
+from .tasks import TASKS, pairs_shape, query_shape, shape_given
 
 #: What --num-texts, --repeats and --st-batch-sizes default to where they are not given. On CUDA: work enough to
 #: keep a GPU busy. Elsewhere (CPU): ``bench --model default`` in under a minute on 2 cores, where the CUDA defaults
@@ -32,10 +32,14 @@ CPU_DEFAULTS = {"num_texts": 256, "repeats": 2, "st_batch_sizes": [32]}
 
 
 def apply_defaults(args, device: torch.device) -> dict:
-    """Set each of --num-texts, --repeats, --st-batch-sizes not given to the device's default; -> those set."""
+    """Set each of --num-texts, --repeats, --st-batch-sizes not given to the device's default; -> those set.
+    rank and rerank given both --num-queries and --docs-per-query read that many documents on any device."""
     table = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
-    if device.type != "cuda" and getattr(args, "task", None) == "maxsim":  # it encodes --docs-per-query texts
-        table = {**table, "num_texts": max(table["num_texts"], args.docs_per_query)}
+    task = getattr(args, "task", None)
+    if getattr(args, "num_texts", None) is None and task in ("rank", "rerank") and shape_given(args):
+        args.num_texts = args.num_queries * args.docs_per_query  # the shape asked for, not a device default
+    if device.type != "cuda" and task == "maxsim":  # it encodes --docs-per-query texts
+        table = {**table, "num_texts": max(table["num_texts"], query_shape(args)[1])}
     filled = {}
     for name, value in table.items():
         if getattr(args, name, None) is None:
@@ -176,7 +180,7 @@ def run_bench(args) -> dict:
     calls["st_backend default call"] = lambda: task.default_call(default, inputs)
     calls["st_backend tuned"] = lambda: task.tuned_call(fast, inputs, args.batch_size)
     sides = {name: Side(name) for name in calls}
-    profile = None
+    profile = counted = None
     first = {}
     runs, run = len(calls) * (1 + args.repeats), 0
     progress(
@@ -195,11 +199,14 @@ def run_bench(args) -> dict:
             progress(args, f"[{run}/{runs}] run {repeat + 1}/{args.repeats} {name:24s} {sec:8.3f}s")
             if name == "st_backend tuned" and done:
                 profile = done[-1].profile
+            if name == "st_backend default call":
+                counted = layer_tokens(done)
             sides[name].seconds.append(sec)
             sides[name].peak_memory_mb = peak
             sides[name].output = out
             del out
         gc.collect()
+    shaped = args.task == "rerank" and shape_given(args)  # several queries' documents, interleaved
     plain_sizes = [f"plain ST bs={bs}" for bs in args.st_batch_sizes]
     best = min(plain_sizes, key=lambda name: sides[name].median)
     threshold = 0.999 if dtype != torch.float32 else 0.99999
@@ -213,6 +220,8 @@ def run_bench(args) -> dict:
     report.update(
         {
             "tokens": n_tokens,
+            "shape": pairs_shape(inputs) if args.task == "rank" or shaped else None,
+            "layer_tokens": counted,
             "engine": describe(fast, args.task),
             "attention_backend": describe(fast, args.task).get("attention_backend", "ST's own path"),
             "rewrites": describe(fast, args.task).get("rewrites", {}),
@@ -260,6 +269,16 @@ def latency(task, plain, fast, inputs, calls: int, device: torch.device) -> dict
     }
     ok = all(rows["st_backend"][k] <= rows["plain ST"][k] for k in ("p50_ms", "p99_ms"))
     return {"latency": rows, "calls": calls, "fidelity": {"ok": True}, "latency_ok": ok}
+
+
+def layer_tokens(calls: list) -> dict | None:
+    """Tokens in the rows of one timed call's engine calls (after rendering and truncation) against those that ran
+    through the layers (a shared prefix once per call), and forward / rows; None where the call ran ST's own path
+    (no engine call)."""
+    if not calls:
+        return None
+    rows, forward = sum(c.row_tokens for c in calls), sum(c.forward_tokens for c in calls)
+    return {"row_tokens": rows, "forward_tokens": forward, "forward_share": forward / rows if rows else None}
 
 
 def task_engine(fast, task: str):

@@ -66,15 +66,71 @@ def embed_tokens(model, inputs: list) -> list[int]:
     ]
 
 
+#: Median words of rank's and rerank's queries: ~300 characters (mean 299 over 500 queries of seed 1).
+QUERY_WORDS = 38
+#: --num-queries / --docs-per-query where not given (rank, maxsim); rerank takes both or neither.
+QUERY_SHAPE_DEFAULTS = {"num_queries": 100, "docs_per_query": 1000}
+
+
+def query_shape(args) -> tuple[int, int]:
+    """(--num-queries, --docs-per-query), each QUERY_SHAPE_DEFAULTS' value where not given."""
+    queries, per = (getattr(args, name, None) for name in QUERY_SHAPE_DEFAULTS)
+    return (
+        queries if queries is not None else QUERY_SHAPE_DEFAULTS["num_queries"],
+        per if per is not None else QUERY_SHAPE_DEFAULTS["docs_per_query"],
+    )
+
+
+def shape_given(args) -> bool:
+    """Both --num-queries and --docs-per-query given explicitly."""
+    return all(getattr(args, name, None) is not None for name in QUERY_SHAPE_DEFAULTS)
+
+
+def shape_problem(args) -> str | None:
+    """Why these --num-queries / --docs-per-query cannot run, or None."""
+    given = [name for name in QUERY_SHAPE_DEFAULTS if getattr(args, name, None) is not None]
+    if any(getattr(args, name) < 1 for name in given):
+        return "--num-queries and --docs-per-query must be at least 1"
+    if getattr(args, "task", None) == "rerank" and len(given) == 1:
+        return "--task rerank takes --num-queries and --docs-per-query together (or neither: random pairs)"
+    return None
+
+
 def rank_inputs(texts: list[str], args) -> list[tuple[str, str]]:
     """``--num-queries`` queries of ~300 characters, each with its own ``--docs-per-query`` documents of the corpus
     (as many whole groups as the corpus holds), as (query, document) pairs grouped by query."""
     from .corpora import synthetic_corpus
 
-    per = max(1, args.docs_per_query)
-    groups = max(1, min(args.num_queries, len(texts) // per))
-    queries = synthetic_corpus(groups, median_words=50, sigma=0.2, seed=1)
+    num_queries, per = query_shape(args)
+    groups = max(1, min(num_queries, len(texts) // per))
+    queries = synthetic_corpus(groups, median_words=QUERY_WORDS, sigma=0.2, seed=1)
     return [(queries[g], d) for g in range(groups) for d in texts[g * per : (g + 1) * per]]
+
+
+def rerank_inputs(texts: list[str], args) -> list[tuple[str, str]]:
+    """Pairs of different queries, one per text (ST's predict on mixed pairs); or, with both --num-queries and
+    --docs-per-query given, rank_inputs' queries and documents interleaved round-robin (q0 d0, q1 d0, ..., q0 d1,
+    q1 d1, ...): several queries' candidates in one ``predict``, as MTEB's reranking sends them."""
+    if not shape_given(args):
+        return list(zip(_queries(len(texts)), texts))
+    grouped = rank_inputs(texts, args)
+    if not grouped:
+        return []
+    per = min(query_shape(args)[1], len(grouped))  # one query may hold fewer documents than asked (a short corpus)
+    groups = len(grouped) // per
+    return [grouped[g * per + d] for d in range(per) for g in range(groups)]
+
+
+def pairs_shape(pairs: list) -> dict:
+    """{"queries", "docs_per_query", "order"} of (query, document) pairs: "grouped" when each query's pairs are
+    consecutive, else "interleaved"."""
+    queries = list(dict.fromkeys(q for q, _ in pairs))
+    runs = 1 + sum(a[0] != b[0] for a, b in zip(pairs, pairs[1:]))
+    return {
+        "queries": len(queries),
+        "docs_per_query": len(pairs) // max(1, len(queries)),
+        "order": "grouped" if runs == len(queries) else "interleaved",
+    }
 
 
 def rank_call(model, pairs: list, batch_size: int | None = None) -> torch.Tensor:
@@ -106,7 +162,7 @@ TASKS: dict[str, Task] = {
     "rerank": Task(
         unit="pairs",
         plain_class="CrossEncoder",
-        inputs=lambda texts, args: list(zip(_queries(len(texts)), texts)),
+        inputs=rerank_inputs,
         default_call=lambda model, inputs: model.predict(inputs),
         tuned_call=lambda model, inputs, bs: model.predict(
             inputs, batch_size=bs, activation_fn=torch.nn.Identity(), convert_to_tensor=True

@@ -26,6 +26,8 @@ REPORT_KEYS = {
     "config",
     "cpu_defaults",
     "tokens",
+    "shape",
+    "layer_tokens",
     "engine",
     "attention_backend",
     "rewrites",
