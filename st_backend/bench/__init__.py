@@ -117,6 +117,11 @@ def add_parser(sub) -> None:
         action="store_true",
         help="every side of st_backend runs small batches eagerly (EngineConfig(cuda_graphs=False)): what graphs give",
     )
+    p.add_argument(
+        "--no-kernels",
+        action="store_true",
+        help="every side of st_backend runs without fused kernels (EngineConfig(kernels=())): what they give",
+    )
     p.add_argument("--profile", action="store_true", help="time st_backend's stages (tokenize, pack, GPU, copy back)")
     p.add_argument("--max-batch-sequences", type=int, default=None)
     p.add_argument("--max-length", type=int, default=512, help="max tokens for random-weight models")

@@ -102,6 +102,7 @@ def engine_config(args):
         profile=args.profile,
         packed=not args.fallback,
         cuda_graphs=not args.no_cuda_graphs,
+        kernels=() if args.no_kernels else None,
     )
 
 
@@ -125,7 +126,9 @@ def load_models(args, device: torch.device, dtype: torch.dtype):
     tuned = engine_config(args)
     fast = getattr(st_backend, task.plain_class)(path, device=str(device), engine=tuned, **fast_kwargs).to(dtype)
     default = fast
-    untuned = EngineConfig(packed=not args.fallback, cuda_graphs=not args.no_cuda_graphs)
+    untuned = EngineConfig(
+        packed=not args.fallback, cuda_graphs=not args.no_cuda_graphs, kernels=() if args.no_kernels else None
+    )
     if tuned != untuned:
         default = getattr(st_backend, task.plain_class)(path, device=str(device), engine=untuned, **fast_kwargs)
         default = default.to(dtype)
