@@ -15,19 +15,18 @@ import threading
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from . import errors
-from .auth import OPEN_PATHS, Guard
-from .batcher import Batcher
-from .bridge import Bridge
+from .auth import Guard
+from .bridge import Backend, Bridge
 from .config import ServerConfig
-from .devices import DeviceBatcher, DeviceBridge
+from .devices import DeviceBridge
 from .dispatch import State, state_of
 from .errors import error_response
 from .fast_path import FastEmbeddings
 from .metrics import Metrics
+from .openapi import document
 from .schemas import ErrorResponse, ModelList
 
 logger = logging.getLogger("st_backend.server")
@@ -51,12 +50,10 @@ def _load(st: State, loop: asyncio.AbstractEventLoop) -> None:
                 batching=st.config.batching,
                 metrics=st.metrics,
             )
-            if isinstance(st.bridge, DeviceBridge):
-                batcher = DeviceBatcher(name, st.bridge.pool, **options)
-            else:
-                batcher = Batcher(name, st.bridge.runner(served), **options)
+            batcher = st.bridge.batcher(served, **options)
             batcher.start(loop)
             st.batchers[name] = batcher
+        st.trimmer.start()
         st.ready = True
         logger.info("st_backend server: ready (%s)", ", ".join(st.bridge.served))
     except BaseException as exc:
@@ -69,7 +66,7 @@ def _load(st: State, loop: asyncio.AbstractEventLoop) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
 
 
-def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None) -> FastAPI:
+def create_app(config: ServerConfig | None = None, bridge: Backend | None = None) -> FastAPI:
     """The app for ``config``; ``bridge`` (tests) replaces the one built from the config's model paths."""
     config = config or ServerConfig()
     metrics = Metrics()
@@ -100,6 +97,7 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
                 await asyncio.to_thread(batcher.close)
             await asyncio.to_thread(st.bridge.close)  # --devices: stops the device processes
             st.tokenizers.shutdown(wait=False)
+            st.trimmer.close()
 
     app = FastAPI(
         title="st_backend server",
@@ -114,7 +112,7 @@ def create_app(config: ServerConfig | None = None, bridge: Bridge | None = None)
     for router in routers:
         app.include_router(router)
     _add_service_routes(app)
-    app.openapi = lambda: _openapi(app, config)
+    app.openapi = lambda: document(app, st)
     routers = (app, *routers)
     routes = {r.path for router in routers for r in router.routes if getattr(r, "path", None)}
     app.add_middleware(FastEmbeddings, st=st)  # inside Guard: the key, the size limit and the metrics apply
@@ -134,24 +132,26 @@ def _add_service_routes(app: FastAPI) -> None:
     st: State = app.state.st
     errors_doc = {code: {"model": ErrorResponse} for code in (401, 503)}
 
-    # HEAD too: load balancers and uptime checks probe with it.
-    @app.api_route("/health", methods=["GET", "HEAD"], tags=["service"], responses={503: {"model": ErrorResponse}})
+    # HEAD too: load balancers and uptime checks probe with it (a route each: one operation id per method).
+    @app.get("/health", tags=["service"], responses={503: {"model": ErrorResponse}})
+    @app.head("/health", tags=["service"], responses={503: {"model": ErrorResponse}})
     async def health() -> Response:
         """200 once every model is loaded and warmed up; 503 before (or when loading failed)."""
-        if st.ready and isinstance(st.bridge, DeviceBridge):
-            return _device_health(st.bridge.health())
+        devices = st.bridge.health() if st.ready else None
+        if devices is not None:
+            return _device_health(devices)
         if st.ready:
             return Response(b'{"status":"ok"}', media_type="application/json")
         why = f"loading failed: {st.failed}" if st.failed else "models are loading"
         return error_response(503, f"Not ready: {why}.", None, "not_ready", {"Retry-After": "5"})
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"], tags=["service"], response_class=Response)
+    @app.get("/metrics", tags=["service"], response_class=Response)
+    @app.head("/metrics", tags=["service"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format (names like TEI's: st_request_count, st_batch_size, st_queue_size, ...)."""
         for name, batcher in st.batchers.items():
             st.metrics.queue_size.set(name, value=batcher.depth)
-        if isinstance(st.bridge, DeviceBridge):
-            st.bridge.pool.refresh_metrics()
+        st.bridge.refresh_metrics()
         return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", tags=["service"], response_model=ModelList, responses=errors_doc)
@@ -192,29 +192,3 @@ def _device_health(devices: list[dict]) -> Response:
         )
     status = "ok" if serving == len(devices) else "degraded"
     return Response(orjson.dumps({"status": status, "devices": devices}), media_type="application/json")
-
-
-def _openapi(app: FastAPI, config: ServerConfig) -> dict:
-    """FastAPI's document, plus the bearer scheme on every route but the open ones when a key is set, and, once
-    the models are loaded, the served names as the values of every request's ``model``."""
-    if app.openapi_schema is None:
-        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        st: State = app.state.st
-        names = [s.name for s in st.bridge.served.values()]
-        for schema in doc.get("components", {}).get("schemas", {}).values():
-            model = schema.get("properties", {}).get("model")
-            if names and model is not None and "anyOf" in model and schema.get("title", "").endswith("Request"):
-                model["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
-        if config.api_key:
-            doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-                "type": "http",
-                "scheme": "bearer",
-            }
-            for path, ops in doc["paths"].items():
-                if path not in OPEN_PATHS:
-                    for op in ops.values():
-                        op["security"] = [{"bearer": []}]
-        if not st.ready:
-            return doc  # the model names come with the models
-        app.openapi_schema = doc
-    return app.openapi_schema

@@ -13,6 +13,8 @@ from .errors import error_body
 from .metrics import Metrics
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+# The scope key holding when the request's headers were in (perf_counter): its route measures the parse from it.
+RECEIVED = "st_backend.received"
 # Headers past this are refused (431), as nginx's and uvicorn-h11's defaults do (8-16 KiB a line; 64 KiB in all).
 MAX_HEADER_BYTES = 65536
 
@@ -30,6 +32,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        scope[RECEIVED] = start
         path = scope["path"]
         route = path if path in self.routes else "other"
         status = [500]

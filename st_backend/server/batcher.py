@@ -165,18 +165,22 @@ class Batcher:
             m.queue_duration.observe(self.name, value=start - job.enqueued)
         rows = [row for job in batch for row in job.rows]
         outputs = self._call(batch, rows)
-        m.inference.observe(self.name, value=time.perf_counter() - start)
+        took = time.perf_counter() - start
+        m.inference.observe(self.name, value=took)
         m.batch_rows.observe(self.name, value=len(rows))
         m.batch_tokens.observe(self.name, value=sum(job.tokens for job in batch))
         m.batch_requests.observe(self.name, value=len(batch))
         results, offset = [], 0
         for job in batch:
+            m.request_inference.observe(self.name, value=took)
             part = outputs[offset : offset + len(job.rows)]
             offset += len(job.rows)
+            start = time.perf_counter()
             try:
                 results.append((job.future, job.finish(part), None))
             except Exception as exc:  # one request's post-processing failed: only it gets the error
                 results.append((job.future, None, exc))
+            m.serialize.observe(self.name, value=time.perf_counter() - start)
         self._send(results)
 
     def _call(self, batch: list[Job], rows: list) -> Sequence:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,11 +29,14 @@ from .. import _compat
 from ..engine.plan import Call
 from ..engine.tokenizer import TextTokenizer
 from ..models.heads import EmbedOptions
+from .batcher import Batcher
+from .ops import ClassifyTexts, Encode, EncodeIds, Operation, Pairs, QueryDocument, Sparse
 
 logger = logging.getLogger("st_backend.server")
 
 EMBEDDING, CROSS_ENCODER, MULTI_VECTOR, SPARSE = "embedding", "cross-encoder", "multi-vector", "sparse"
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
+ENCODE = {None: "encode", "query": "encode_query", "document": "encode_document"}  # the method of each role
 
 
 @dataclass
@@ -72,6 +76,29 @@ def _name(path: str, taken: set[str]) -> str:
     while name in taken:
         name, i = f"{base}-{i}", i + 1
     return name
+
+
+class Backend(Protocol):
+    """What the app and the routes use of the models: ``Bridge`` runs them in this process, ``DeviceBridge``
+    (devices.py) in one process per device."""
+
+    served: dict[str, Served]
+
+    def load(self) -> None: ...
+    def close(self) -> None: ...
+    def batcher(self, served: Served, **options) -> Batcher: ...
+    def run(self, served: Served, op: Operation, rows: list): ...
+    def count(self, served: Served, rows: list, prompt: str | None, role: str | None) -> np.ndarray: ...
+    def prompt_of(
+        self, served: Served, prompt_name: str | None, prompt: str | None, role: str | None
+    ) -> str | None: ...
+    def check_dimensions(self, served: Served, dimensions: int | None) -> None: ...
+    def batch_budget(self, served: Served) -> int: ...
+    def engine_reason(self, served: Served) -> str | None: ...
+    def tokenize(self, served: Served, texts: list[str], add_special_tokens: bool) -> list[tuple[list[int], list]]: ...
+    def describe(self) -> list[dict]: ...
+    def health(self) -> list[dict] | None: ...
+    def refresh_metrics(self) -> None: ...
 
 
 class Bridge:
@@ -142,12 +169,11 @@ class Bridge:
         for role in (None, "query", "document") if served.kind != CROSS_ENCODER else (None,):
             served.engine(role)  # built here, not raced for by two threads later
         if served.kind == CROSS_ENCODER:
-            self.run(served, ("pairs", None, None), [("warm up", "warm up")])
+            self.run(served, Pairs(), [("warm up", "warm up")])
         elif served.kind == SPARSE:
-            self.run(served, ("sparse", None, None, None, None), ["warm up"])
+            self.run(served, Sparse(), ["warm up"])
         else:
-            op = "embed" if served.kind == EMBEDDING else "multi"
-            self.run(served, (op, None, None, None), ["warm up"])
+            self.run(served, Encode(tokens=served.kind == MULTI_VECTOR), ["warm up"])
 
     # -- what routes check before queueing --------------------------------------------------------------------
 
@@ -211,49 +237,54 @@ class Bridge:
 
     # -- merged calls (batcher worker threads) ----------------------------------------------------------------
 
-    def runner(self, served: Served):
-        return lambda key, rows: self.run(served, key, rows)
+    def batcher(self, served: Served, **options) -> Batcher:
+        """The model's queue: one worker thread running its merged calls here."""
+        return Batcher(served.name, lambda op, rows: self.run(served, op, rows), **options)
 
-    def run(self, served: Served, key: Hashable, rows: list):
-        """One merged call; key[0] picks the operation (see the route that builds it). One output per row."""
-        op = key[0]
+    def run(self, served: Served, op: Operation, rows: list):
+        """One merged call of ``op`` (ops.py: the route builds it) on the rows. One output per row."""
         model = served.model
-        if op in ("embed", "token_embed", "multi"):
-            _, role, prompt_name, prompt = key
-            fn = {None: model.encode, "query": model.encode_query, "document": model.encode_document}[role]
-            # No progress bar: ST shows one per call at log level INFO, which would log one per merged call.
-            kwargs = {"prompt_name": prompt_name, "prompt": prompt, "show_progress_bar": False}
-            if op == "embed":
+        # No progress bar: ST shows one per call at log level INFO, which would log one per merged call.
+        match op:
+            case Encode(role, prompt_name, prompt, tokens=False):
                 # One copy to the host for the whole merged call: each request's post-processing then slices
                 # host memory instead of making its own device copy and sync (in the model's dtype: --devices
                 # sends it over a pipe; _finish works in fp32).
-                return fn(rows, convert_to_tensor=True, **kwargs).cpu()
-            return fn(rows, output_value="token_embeddings", convert_to_numpy=False, **kwargs)
-        if op == "score_embed":
-            return self._query_document(served, rows, prompt_name=key[1], prompt=key[2])
-        if op == "sparse":
-            _, role, prompt_name, prompt, max_active_dims = key
-            fn = {None: model.encode, "query": model.encode_query, "document": model.encode_document}[role]
-            out = fn(
-                rows,
-                prompt_name=prompt_name,
-                prompt=prompt,
-                max_active_dims=max_active_dims,
-                convert_to_sparse_tensor=True,
-                save_to_cpu=True,
-                show_progress_bar=False,
-            )
-            return _sparse_rows(out, len(rows))
-        if op in ("embed_ids", "token_embed_ids"):
-            return self._embed_ids(served, rows, token_level=op == "token_embed_ids", role=key[1])
-        if op in ("pairs", "logits"):
-            _, prompt_name, prompt = key
-            kwargs = {"prompt_name": prompt_name, "prompt": prompt, "show_progress_bar": False}
-            if op == "logits":
-                kwargs.update(activation_fn=torch.nn.Identity(), apply_softmax=False)
-            return model.predict([tuple(r) for r in rows], convert_to_tensor=True, **kwargs)
-        if op == "classify_texts":
-            return self._classify_texts(served, rows)
+                out = getattr(model, ENCODE[role])(
+                    rows, prompt_name=prompt_name, prompt=prompt, convert_to_tensor=True, show_progress_bar=False
+                )
+                return out.cpu()
+            case Encode(role, prompt_name, prompt, tokens=True):
+                return getattr(model, ENCODE[role])(
+                    rows,
+                    prompt_name=prompt_name,
+                    prompt=prompt,
+                    output_value="token_embeddings",
+                    convert_to_numpy=False,
+                    show_progress_bar=False,
+                )
+            case EncodeIds(role, tokens):
+                return self._embed_ids(served, rows, token_level=tokens, role=role)
+            case QueryDocument(prompt_name, prompt):
+                return self._query_document(served, rows, prompt_name=prompt_name, prompt=prompt)
+            case Sparse(role, prompt_name, prompt, max_active_dims):
+                out = getattr(model, ENCODE[role])(
+                    rows,
+                    prompt_name=prompt_name,
+                    prompt=prompt,
+                    max_active_dims=max_active_dims,
+                    convert_to_sparse_tensor=True,
+                    save_to_cpu=True,
+                    show_progress_bar=False,
+                )
+                return _sparse_rows(out, len(rows))
+            case Pairs(prompt_name, prompt, logits):
+                kwargs = {"prompt_name": prompt_name, "prompt": prompt, "show_progress_bar": False}
+                if logits:
+                    kwargs.update(activation_fn=torch.nn.Identity(), apply_softmax=False)
+                return model.predict([tuple(r) for r in rows], convert_to_tensor=True, **kwargs)
+            case ClassifyTexts():
+                return self._classify_texts(served, rows)
         raise ValueError(f"unknown operation {op!r}")
 
     def _query_document(self, served: Served, rows: list, prompt_name: str | None, prompt: str | None):
@@ -321,6 +352,13 @@ class Bridge:
 
     def close(self) -> None:
         """Release what load() started: nothing here (DeviceBridge stops its device processes)."""
+
+    def health(self) -> list[dict] | None:
+        """Each device's state (DeviceBridge); None: the models run in this process."""
+        return None
+
+    def refresh_metrics(self) -> None:
+        """Bring the backend's own /metrics series up to date (DeviceBridge: the devices')."""
 
     # -- /info ------------------------------------------------------------------------------------------------
 

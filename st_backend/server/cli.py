@@ -82,6 +82,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-body-bytes", type=_positive, default=d.max_body_bytes, help="request body size (413)")
     p.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=d.header_timeout,
+        help="seconds a request's headers may take to arrive (408; a connection that sends nothing is closed)",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=_seconds,
+        default=d.keep_alive_timeout,
+        help="seconds an idle kept-alive connection stays open",
+    )
+    p.add_argument(
         "--queue-capacity",
         type=_positive,
         default=d.queue_capacity,
@@ -128,6 +140,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_inputs=args.max_inputs,
         max_input_tokens=args.max_input_tokens,
         max_body_bytes=args.max_body_bytes,
+        header_timeout=args.header_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
         queue_capacity=args.queue_capacity,
         max_batch_tokens=args.max_batch_tokens,
         batching=not args.no_batching,
@@ -144,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SystemExit("st-backend serve needs the server extra: pip install 'st-backend[server]'") from exc
     from .app import create_app
+    from .connection import uvicorn_config
 
     config = config_from(args)
     if not any((config.model, config.cross_encoder, config.multi_vector, config.sparse)):
@@ -155,9 +170,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     # uvloop / httptools when installed (uvicorn[standard]); no access log: it costs more than a short request.
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level, access_log=False)
-    )
+    server = uvicorn.Server(uvicorn_config(app, config, log_level=args.log_level))
     app.state.st.stop = lambda: setattr(server, "should_exit", True)
     server.run()
     return 1 if app.state.st.failed else 0

@@ -20,6 +20,10 @@ class ServerConfig:
     max_inputs: int = 2048  # inputs (texts, documents, pairs) per request, as OpenAI
     max_input_tokens: int = 300_000  # tokens per request summed over its inputs after truncation, as OpenAI
     max_body_bytes: int = 8 * 1024 * 1024
+    # Seconds a request's headers may take from the connection's opening (or the request's first byte): a client
+    # that sends nothing or trickles its headers (slowloris) must not hold a connection forever.
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0  # seconds an idle kept-alive connection stays open (uvicorn's default)
     queue_capacity: int = 1024  # requests waiting or running per model; beyond: 429
     # Tokens per merged model call. None: the engine's packed-batch budget on the model's device, at most TEI's
     # 16384 (4096 on CPU, where one 16k-token call takes seconds and every request behind it waits).
@@ -34,6 +38,8 @@ class ServerConfig:
             "max_inputs": self.max_inputs,
             "max_input_tokens": self.max_input_tokens,
             "max_body_bytes": self.max_body_bytes,
+            "header_timeout": self.header_timeout,
+            "keep_alive_timeout": self.keep_alive_timeout,
             "queue_capacity": self.queue_capacity,
             "max_batch_tokens": self.max_batch_tokens,
             "batching": self.batching,

@@ -17,6 +17,7 @@ from multiprocessing import util as mp_util
 import torch
 
 from .bridge import Bridge
+from .memory import Trimmer
 
 logger = logging.getLogger("st_backend.server")
 
@@ -79,7 +80,7 @@ def _exit(code: int) -> None:
 
 
 def serve_device(conn, spec: dict) -> None:
-    """A device process: load the models on spec["device"], then answer ("call", id, model, key, rows)."""
+    """A device process: load the models on spec["device"], then answer ("call", id, model, operation, rows)."""
     # The front end stops this process (a terminal's Ctrl-C or a group SIGTERM reaches it too, mid-drain).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -106,12 +107,14 @@ def serve_device(conn, spec: dict) -> None:
         conn.send(("failed", None, f"{type(exc).__name__}: {exc}"))
         _exit(1)
     conn.send(("ready", None, info))
+    trimmer = Trimmer()  # the rows and outputs of its calls fragment this process's heap as the front end's
+    trimmer.start()
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_inbox, args=(conn, inbox), daemon=True).start()
     while (message := inbox.get()) is not None:
-        _, call_id, name, key, rows = message
+        _, call_id, name, op, rows = message
         try:
-            reply = ("done", call_id, pack(bridge.run(bridge.served[name], key, rows)))
+            reply = ("done", call_id, pack(bridge.run(bridge.served[name], op, rows)))
         except Exception as exc:
             logger.exception("st_backend server: call on %s failed", spec["device"])
             reply = ("error", call_id, _portable(exc))
@@ -123,6 +126,7 @@ def serve_device(conn, spec: dict) -> None:
             conn.send(reply)
         except OSError:
             break
+        trimmer.touch()
     _exit(0)
 
 

@@ -36,6 +36,7 @@ from .config import ServerConfig
 from .device_process import serve_device, unpack
 from .errors import ApiError
 from .metrics import Metrics
+from .ops import Operation
 
 logger = logging.getLogger("st_backend.server")
 
@@ -452,8 +453,14 @@ class DeviceBridge(Bridge):
     def health(self) -> list[dict]:
         return self.pool.health()
 
-    def run(self, served: Served, key, rows: list):
-        return self.pool.call(served.name, key, rows)
+    def refresh_metrics(self) -> None:
+        self.pool.refresh_metrics()
+
+    def batcher(self, served: Served, **options) -> Batcher:
+        return DeviceBatcher(served.name, self.pool, **options)
+
+    def run(self, served: Served, op: Operation, rows: list):
+        return self.pool.call(served.name, op, rows)
 
 
 class DeviceBatcher(Batcher):

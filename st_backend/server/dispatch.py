@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -13,11 +13,14 @@ import numpy as np
 from fastapi import Request
 
 from ..engine.tokenizer import FEW_TEXTS, LONG_TEXT_CHARS
+from .auth import RECEIVED
 from .batcher import Batcher, Closed, Job, QueueFull
-from .bridge import Bridge, Served
+from .bridge import Backend, Served
 from .config import ServerConfig
 from .errors import ApiError
+from .memory import Trimmer
 from .metrics import Metrics
+from .ops import Operation
 
 ROLES = {
     "query": "query",
@@ -44,7 +47,7 @@ class State:
     """Everything the routes share; app.state.st."""
 
     config: ServerConfig
-    bridge: Bridge
+    bridge: Backend
     metrics: Metrics = field(default_factory=Metrics)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     ready: bool = False
@@ -54,14 +57,26 @@ class State:
     tokenizers: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="st_backend-count")
     )
+    trimmer: Trimmer = field(default_factory=Trimmer)  # gives freed memory back after requests
 
 
 def state_of(request: Request) -> State:
+    """The routes' state, 503 until the models are loaded. A POST route calls this first, its body read and
+    validated: the end of the request's parse stage."""
     st: State = request.app.state.st
     if not st.ready:
         why = f"a model failed to load: {st.failed}" if st.failed else "the models are still loading"
         raise ApiError(503, f"Not ready: {why}; GET /health says when.", None, "not_ready", {"Retry-After": "5"})
+    if request.method == "POST":
+        parsed(st, request.scope)
     return st
+
+
+def parsed(st: State, scope) -> None:
+    """Record the request's parse stage: from its headers (auth.Guard) to now."""
+    received = scope.get(RECEIVED)
+    if received is not None:
+        st.metrics.parse.observe(scope["path"], value=time.perf_counter() - received)
 
 
 def pick(st: State, name: str | None, kinds: tuple[str, ...], route: str) -> Served:
@@ -171,10 +186,11 @@ async def _lengths(st: State, served: Served, rows, prompt, role, param: str, tr
     return lengths
 
 
-async def run(request: Request, st: State, served: Served, key: Hashable, rows: list, tokens: int, finish: Callable):
-    """Queue the rows, wait for ``finish(outputs)``; 429 when the queue is full; a gone client is dropped."""
+async def run(request: Request, st: State, served: Served, op: Operation, rows: list, tokens: int, finish: Callable):
+    """Queue the rows for ``op``, wait for ``finish(outputs)``; 429 when the queue is full; a gone client is
+    dropped. Jobs of equal operations may share a merged call."""
     loop = asyncio.get_running_loop()
-    job = Job(key, rows, tokens, loop.create_future(), finish)
+    job = Job(op, rows, tokens, loop.create_future(), finish)
     try:
         st.batchers[served.name].submit(job)
     except QueueFull as exc:
@@ -193,6 +209,7 @@ async def run(request: Request, st: State, served: Served, key: Hashable, rows: 
         await asyncio.wait((job.future, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+        st.trimmer.touch()
     if not job.future.done():
         job.gone = True
         job.future.cancel()

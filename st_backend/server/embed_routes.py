@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from .bridge import CROSS_ENCODER, EMBEDDING, MULTI_VECTOR, SPARSE, Served
 from .dispatch import INLINE_ROWS, State, check_count, count_tokens, pick, role_of, run, state_of
 from .errors import ApiError
+from .ops import Encode, EncodeIds, Sparse
 from .schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -28,6 +29,8 @@ from .schemas import (
 )
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503)}
+# The model kinds that serve each /pooling task (the first served one is the default).
+POOLING_KINDS = {"embed": (EMBEDDING, SPARSE), "token_embed": (EMBEDDING, MULTI_VECTOR), "embed_sparse": (SPARSE,)}
 router = APIRouter()
 
 
@@ -121,11 +124,9 @@ async def embed(request: Request, st: State, served: Served, body, route: str, t
     lengths = await count_tokens(st, served, rows, prompt, role, body.truncate, "input", route)
     if ids:
         rows = [r[: int(n)] for r, n in zip(rows, lengths)]  # truncate=true: the first max_seq_length ids
-        key = ("token_embed_ids" if token_level else "embed_ids", role)
-    elif served.kind == MULTI_VECTOR:
-        key = ("multi", role, body.prompt_name, body.prompt)
-    else:
-        key = ("token_embed" if token_level else "embed", role, body.prompt_name, body.prompt)
+        op = EncodeIds(role, tokens=token_level)
+    else:  # a multi-vector model gives token embeddings
+        op = Encode(role, body.prompt_name, body.prompt, tokens=token_level or served.kind == MULTI_VECTOR)
     tokens = int(lengths.sum())
     finish = partial(
         _finish,
@@ -137,7 +138,7 @@ async def embed(request: Request, st: State, served: Served, body, route: str, t
         obj=obj,
         token_level=token_level,
     )
-    return await run(request, st, served, key, rows, tokens, finish)
+    return await run(request, st, served, op, rows, tokens, finish)
 
 
 def sparse_entries(indices, values) -> list[dict]:
@@ -156,8 +157,8 @@ async def sparse(request: Request, st: State, served: Served, rows: list[str], b
         raise ApiError(400, f"{exc}.", "prompt_name", "unknown_prompt") from exc
     lengths = await count_tokens(st, served, rows, prompt, role, body.truncate, param, route)
     tokens = int(lengths.sum())
-    key = ("sparse", role, body.prompt_name, body.prompt, body.max_active_dims)
-    return await run(request, st, served, key, rows, tokens, partial(finish, tokens=tokens))
+    op = Sparse(role, body.prompt_name, body.prompt, body.max_active_dims)
+    return await run(request, st, served, op, rows, tokens, partial(finish, tokens=tokens))
 
 
 def _pooled_sparse(outputs, *, dimension, fmt, model, tokens) -> bytes:
@@ -209,8 +210,7 @@ async def pooling(body: PoolingRequest, request: Request) -> Response:
     """vLLM's pooling: task embed (one vector per input), token_embed (one per token; multi-vector models) or
     embed_sparse (a sparse model's nonzero entries; its task embed gives dense vocabulary-sized rows)."""
     st = state_of(request)
-    kinds = {"token_embed": (EMBEDDING, MULTI_VECTOR), "embed_sparse": (SPARSE,)}.get(body.task, (EMBEDDING, SPARSE))
-    served = pick(st, body.model, kinds, f"/pooling task {body.task!r}")
+    served = pick(st, body.model, POOLING_KINDS[body.task], f"/pooling task {body.task!r}")
     if served.kind == SPARSE:
         return json_response(await _pooling_sparse(request, st, served, body))
     if body.max_active_dims is not None:
@@ -235,6 +235,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     else:
         loop = asyncio.get_running_loop()
         pieces = await loop.run_in_executor(st.tokenizers, st.bridge.tokenize, served, texts, body.add_special_tokens)
+    st.trimmer.touch()
     data = [{"index": i, "ids": ids, "tokens": toks, "count": len(ids)} for i, (ids, toks) in enumerate(pieces)]
     out = {
         "model": served.name,

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from .auth import replay, send_json
 from .bridge import EMBEDDING
-from .dispatch import State, pick
+from .dispatch import State, parsed, pick
 from .embed_routes import embed
 from .errors import ApiError, error_body, unexpected_body
 from .schemas import EmbeddingRequest
@@ -48,6 +48,7 @@ class FastEmbeddings:
             except ValidationError:
                 request = None
             if request is not None:
+                parsed(self.st, scope)
                 await self._embed(request, receive, send)
                 return
         await self.app(scope, replay(first, receive), send)

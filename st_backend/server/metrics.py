@@ -11,6 +11,7 @@ import threading
 from collections import defaultdict
 
 TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, *TIME_BUCKETS)  # a request's short stages take tens of microseconds
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
@@ -93,14 +94,34 @@ class Metrics:
         c, g, h = self._counter, self._gauge, self._histogram
         self.requests = c("st_request_count", "Requests answered, by route and HTTP status", ("route", "status"))
         self.request_duration = h("st_request_duration", "Seconds from request to response", ("route",), TIME_BUCKETS)
+        # A request's stages, in order: parse, tokenization, queue, inference, serialize (TEI's names where it has
+        # them); their sum and the network make st_request_duration.
+        self.parse = h(
+            "st_request_parse_duration",
+            "Seconds from a request's headers to its route: reading the body, parsing and validating the JSON",
+            ("route",),
+            STAGE_BUCKETS,
+        )
         self.tokenization = h(
-            "st_request_tokenization_duration", "Seconds counting a request's tokens", ("route",), TIME_BUCKETS
+            "st_request_tokenization_duration", "Seconds counting a request's tokens", ("route",), STAGE_BUCKETS
         )
         self.input_tokens = h(
             "st_request_input_length", "Tokens per request (after truncation)", ("route",), TOKEN_BUCKETS
         )
         self.queue_duration = h(
             "st_request_queue_duration", "Seconds a request waited in its model's queue", ("model",), TIME_BUCKETS
+        )
+        self.request_inference = h(
+            "st_request_inference_duration",
+            "Seconds of the merged model call (forward) a request's rows ran in",
+            ("model",),
+            TIME_BUCKETS,
+        )
+        self.serialize = h(
+            "st_request_serialize_duration",
+            "Seconds turning a request's outputs into its answer (scores, cuts, normalisation, JSON)",
+            ("model",),
+            STAGE_BUCKETS,
         )
         self.inference = h("st_batch_inference_duration", "Seconds of one merged model call", ("model",), TIME_BUCKETS)
         self.batch_rows = h("st_batch_size", "Rows (inputs or pairs) per merged model call", ("model",), SIZE_BUCKETS)

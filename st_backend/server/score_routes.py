@@ -21,12 +21,15 @@ from .bridge import CROSS_ENCODER, EMBEDDING, MULTI_VECTOR, Served
 from .dispatch import State, check_count, count_parts, count_tokens, pick, run, state_of
 from .embed_routes import ERRORS, json_response
 from .errors import ApiError
+from .ops import ClassifyTexts, Pairs, QueryDocument
 from .schemas import ClassifyRequest, ClassifyResponse, RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
 
 router = APIRouter()
 # What rerank and score run on when a request names no model: the cross-encoder, else the embedding model, else
 # the multi-vector model.
 SCORERS = (CROSS_ENCODER, EMBEDDING, MULTI_VECTOR)
+# vLLM's names of a score request's two sides: exactly one of each is given.
+SIDES = (("text_1", "queries", "data_1"), ("text_2", "documents", "items", "data_2"))
 
 
 def _usage(tokens: int) -> dict:
@@ -55,8 +58,8 @@ async def _scores(request: Request, st: State, served: Served, pairs: list, body
     prompt = _prompt(st, served, body.prompt_name, body.prompt)
     lengths = await count_tokens(st, served, pairs, prompt, None, body.truncate, param, route)
     tokens = int(lengths.sum())
-    key = ("pairs", body.prompt_name, body.prompt)
-    return json_response(await run(request, st, served, key, pairs, tokens, partial(finish, tokens=tokens)))
+    op = Pairs(body.prompt_name, body.prompt)
+    return json_response(await run(request, st, served, op, pairs, tokens, partial(finish, tokens=tokens)))
 
 
 async def _bi_scores(
@@ -79,8 +82,8 @@ async def _bi_scores(
     counted = await count_parts(st, served, parts, body.truncate, route)
     tokens = sum(int(lengths.sum()) for lengths in counted)
     rows = [("query", q) for q in queries] + [("document", d) for d in documents]
-    key = ("score_embed", body.prompt_name, body.prompt)
-    return json_response(await run(request, st, served, key, rows, tokens, partial(finish, tokens=tokens)))
+    op = QueryDocument(body.prompt_name, body.prompt)
+    return json_response(await run(request, st, served, op, rows, tokens, partial(finish, tokens=tokens)))
 
 
 def _similarities(outputs, *, served: Served, queries: int, pairwise: bool) -> torch.Tensor:
@@ -158,8 +161,7 @@ def _side(body: ScoreRequest, names: tuple[str, ...]) -> tuple[str, list[str]]:
 async def _score(body: ScoreRequest, request: Request, route: str) -> Response:
     st = state_of(request)
     served = pick(st, body.model, SCORERS, route)
-    name_1, first = _side(body, ("text_1", "queries", "data_1"))
-    name_2, second = _side(body, ("text_2", "documents", "items", "data_2"))
+    (name_1, first), (name_2, second) = (_side(body, names) for names in SIDES)
     check_count(st, len(first), name_1)
     check_count(st, len(second), name_2)
     if len(first) != 1 and len(first) != len(second):
@@ -219,6 +221,6 @@ async def classify(body: ClassifyRequest, request: Request) -> Response:
     rows = [tuple(r) for r in rows] if pairs else rows
     lengths = await count_tokens(st, served, rows, None, None, body.truncate, "input", "/classify")
     tokens = int(lengths.sum())
-    key = ("logits", None, None) if pairs else ("classify_texts",)
+    op = Pairs(logits=True) if pairs else ClassifyTexts()
     finish = partial(_classified, labels=served.labels, model=served.name, tokens=tokens)
-    return json_response(await run(request, st, served, key, rows, tokens, finish))
+    return json_response(await run(request, st, served, op, rows, tokens, finish))

@@ -11,6 +11,7 @@ import pytest
 
 from st_backend.server.bridge import Bridge
 from st_backend.server.config import ServerConfig
+from st_backend.server.ops import Encode
 
 from .helpers import serve
 
@@ -106,7 +107,7 @@ def test_merged_calls_draw_no_progress_bar(tiny_embedder, monkeypatch):
         bridge = Bridge(tiny_embedder)
         bridge.load()
         served = next(iter(bridge.served.values()))
-        out = bridge.run(served, ("embed", None, None, None), ["a text", "another text"])
+        out = bridge.run(served, Encode(), ["a text", "another text"])
         assert out.shape[0] == 2
     finally:
         st_logger.setLevel(level)
