@@ -67,13 +67,16 @@ def check(ops: Ops, device: torch.device, dtype: torch.dtype) -> str | None:
     def rand(*shape):
         return torch.randn(*shape, generator=gen).to(device, dtype)
 
-    x, w = rand(37, 256), rand(256)
+    # The layouts the fused forwards pass: (1, T, hidden) activations, (1, T, heads, head_dim) for q/k norms,
+    # q and k as (1, heads, T, head_dim) views of (1, T, heads, head_dim) projections.
+    x, w, heads, w_head = rand(1, 37, 256), rand(256), rand(1, 37, 4, 64), rand(64)
     q, k = rand(1, 37, 4, 64).transpose(1, 2), rand(1, 37, 2, 64).transpose(1, 2)
     angles = torch.rand(1, 37, 32, generator=gen) * 6
     cos, sin = (torch.cat([f(angles)] * 2, -1).to(device, dtype) for f in (torch.cos, torch.sin))
     cases = (
         ("rms_norm", lambda o: o.rms_norm(x, w, 1e-6)),
-        ("silu_mul", lambda o: o.silu_mul(x, x.flip(0))),
+        ("rms_norm per head", lambda o: o.rms_norm(heads, w_head, 1e-6)),
+        ("silu_mul", lambda o: o.silu_mul(x, x.flip(1))),
         ("rope", lambda o: torch.cat([t.flatten() for t in o.rope(q.clone(), k.clone(), cos, sin)])),
     )
     tol = 1e-4 if dtype == torch.float32 else 3e-2
