@@ -60,6 +60,14 @@ def serve(config=None, bridge=None) -> LiveServer:
     return LiveServer(create_app(config, bridge)).start()
 
 
+def serve_every_kind(embedder, reranker, colbert, splade, **config) -> LiveServer:
+    """A server with one model of each kind (embedding, cross-encoder, multi-vector, sparse)."""
+    from st_backend.server.config import ServerConfig
+
+    kinds = dict(model=embedder, cross_encoder=reranker, multi_vector=colbert, sparse=splade)
+    return serve(ServerConfig(**kinds, matryoshka_dimensions=MATRYOSHKA, **config))
+
+
 def assert_rows_close(got, want, atol: float = 1e-5) -> None:
     """Row by row: cosine >= 0.99999 and max abs diff <= atol (fp32 CPU)."""
     import numpy as np

@@ -6,9 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from st_backend.server.config import ServerConfig
-
-from .helpers import MATRYOSHKA, serve
+from .helpers import serve_every_kind
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
@@ -27,15 +25,7 @@ EXAMPLES = 16  # per operation and mode, at most (hypothesis stops early on smal
 
 @pytest.fixture(scope="module")
 def server(tiny_embedder, tiny_reranker, tiny_colbert, tiny_splade):
-    config = ServerConfig(
-        model=tiny_embedder,
-        cross_encoder=tiny_reranker,
-        multi_vector=tiny_colbert,
-        sparse=tiny_splade,
-        matryoshka_dimensions=MATRYOSHKA,
-        max_inputs=64,
-    )
-    live = serve(config)
+    live = serve_every_kind(tiny_embedder, tiny_reranker, tiny_colbert, tiny_splade, max_inputs=64)
     yield live
     live.stop()
 

@@ -9,7 +9,7 @@ import pytest
 
 from st_backend.server.config import ServerConfig
 
-from .helpers import MATRYOSHKA, serve
+from .helpers import serve, serve_every_kind
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -28,15 +28,7 @@ BASE = {
 
 @pytest.fixture(scope="module")
 def server(tiny_embedder, tiny_reranker, tiny_colbert, tiny_splade):
-    config = ServerConfig(
-        model=tiny_embedder,
-        cross_encoder=tiny_reranker,
-        multi_vector=tiny_colbert,
-        sparse=tiny_splade,
-        matryoshka_dimensions=MATRYOSHKA,
-        max_inputs=MAX_INPUTS,
-    )
-    live = serve(config)
+    live = serve_every_kind(tiny_embedder, tiny_reranker, tiny_colbert, tiny_splade, max_inputs=MAX_INPUTS)
     yield live
     live.stop()
 
