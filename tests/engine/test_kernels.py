@@ -77,3 +77,25 @@ def test_a_library_that_computes_wrongly_is_refused():
 def test_config_names_bad_kernels(value):
     with pytest.raises(ValueError, match="EngineConfig.kernels"):
         st_backend.EngineConfig(kernels=value)
+
+
+def test_a_kernel_failing_at_a_models_sizes_leaves_those_modules_their_own_forward(tiny_root, monkeypatch):
+    def failing(gate, up):
+        raise RuntimeError("no kernel for these sizes")
+
+    broken = ops_module.Ops("broken", ops_module.REFERENCE.rms_norm, failing, ops_module.REFERENCE.rope)
+    monkeypatch.setattr(kernels, "ops_for", lambda device, dtype, forced: (broken, None))
+    path = str(build_st_dir("llama", tiny_root, pooling_mode="lasttoken"))
+    plain = sentence_transformers.SentenceTransformer(path, device="cpu")
+    fast = st_backend.SentenceTransformer(path, device="cpu", engine=st_backend.EngineConfig(kernels=ALL))
+    np.testing.assert_allclose(fast.encode(TEXTS), plain.encode(TEXTS), atol=1e-5)
+    found = fast.engine_for().describe(torch.device("cpu"))["kernels"]
+    assert found["swiglu"] == 0 and "no kernel for these sizes" in found["kept"]["swiglu"], found
+    assert found["rms_norm"] > 0 and found["rope"] > 0, found
+
+
+def test_no_fusion_for_models_without_llama_style_modules(tiny_root):
+    path = str(build_st_dir("bert", tiny_root))
+    fast = st_backend.SentenceTransformer(path, device="cpu", engine=st_backend.EngineConfig(kernels=ALL))
+    found = fast.engine_for().describe(torch.device("cpu"))["kernels"]
+    assert "off" in found and "no module" in found["off"], found

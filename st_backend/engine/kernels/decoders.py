@@ -5,9 +5,14 @@ whatever the Linear layers are (quantized, say) they run as they are."""
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from . import Fusion, Ops, register
+from .ops import REFERENCE, compare
+
+T = 17  # tokens in a check: not a multiple of 16 nor 1, the sizes Triton specialises on
 
 _FAMILIES = ("Llama", "Qwen2", "Qwen3")
 
@@ -24,8 +29,30 @@ def _rms_norm_forward(module, ops: Ops):
     return forward
 
 
+def _same_dtype(module, dtype: torch.dtype) -> str | None:
+    # The kernels write the activations' dtype; transformers' weight * x would promote to a wider weight's.
+    weights = {p.dtype for p in module.parameters(recurse=False)}
+    return None if weights <= {dtype} else f"weights in {sorted(map(str, weights))}, activations in {dtype}"
+
+
+def _rand(module, dtype, *shape) -> torch.Tensor:
+    device = next(module.parameters()).device
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+
+
+def _verify_rms_norm(module, ops: Ops, dtype: torch.dtype) -> str | None:
+    x = _rand(module, dtype, 1, T, module.weight.shape[0])
+    got = ops.rms_norm(x, module.weight, module.variance_epsilon)
+    return _same_dtype(module, dtype) or compare(got, REFERENCE.rms_norm(x, module.weight, module.variance_epsilon))
+
+
 def _silu_mlp(module) -> bool:
     return _is(module, "MLP") and type(module.act_fn).__name__ in ("SiLU", "SiLUActivation")
+
+
+def _verify_mlp(module, ops: Ops, dtype: torch.dtype) -> str | None:
+    gate, up = (_rand(module, dtype, 1, T, module.gate_proj.out_features) for _ in range(2))
+    return compare(ops.silu_mul(gate, up.flip(1)), REFERENCE.silu_mul(gate, up.flip(1)))
 
 
 def _mlp_forward(module, ops: Ops):
@@ -43,10 +70,16 @@ def _attention_forward(module, ops: Ops):
 
     qk_norm = hasattr(module, "q_norm")
     window = {"sliding_window": module.sliding_window} if hasattr(module, "sliding_window") else {}
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    own = type(module).forward
 
     def forward(hidden_states, position_embeddings, attention_mask=None, past_key_values=None, cache=None, **kwargs):
-        if past_key_values is not None or cache is not None:
-            raise RuntimeError("st_backend's fused attention runs without a KV cache")
+        cos, sin = position_embeddings
+        if past_key_values is not None or cache is not None or cos.shape[-1] != module.head_dim:
+            # A cache, or a partial rotary embedding: the module's own forward, as transformers runs it.
+            cached = {"past_key_values": past_key_values} if past_key_values is not None else {}
+            cached |= {"cache": cache} if cache is not None else {}
+            return own(module, hidden_states, position_embeddings, attention_mask, **cached, **kwargs)
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, module.head_dim)
         query = module.q_proj(hidden_states).view(hidden_shape)
@@ -54,9 +87,8 @@ def _attention_forward(module, ops: Ops):
         if qk_norm:
             query, key = module.q_norm(query), module.k_norm(key)
         value = module.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        cos, sin = position_embeddings
         query, key = ops.rope(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
-        attention = ALL_ATTENTION_FUNCTIONS[module.config._attn_implementation]
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager)
         out, weights = attention(
             module,
             query,
@@ -73,11 +105,20 @@ def _attention_forward(module, ops: Ops):
     return forward
 
 
-def _rotary_attention(module) -> bool:
-    # Full-width rotary only: a partial one (rotary dim < head_dim) would need the kernel's rotary_dim.
-    return _is(module, "Attention") and getattr(module.config, "partial_rotary_factor", 1.0) == 1.0
+def _verify_rope(module, ops: Ops, dtype: torch.dtype) -> str | None:
+    """The rotary kernel at this attention's head counts and head_dim, q and k laid out as the forward passes them
+    (views of (1, T, heads, head_dim) projections)."""
+    config, dim = module.config, module.head_dim
+    q = _rand(module, dtype, 1, T, config.num_attention_heads, dim).transpose(1, 2)
+    k = _rand(module, dtype, 1, T, getattr(config, "num_key_value_heads", None) or config.num_attention_heads, dim)
+    k = k.transpose(1, 2)
+    angles = torch.rand(1, T, dim // 2, generator=torch.Generator().manual_seed(1)).to(q.device) * 6
+    cos, sin = (torch.cat([f(angles)] * 2, -1).to(dtype) for f in (torch.cos, torch.sin))
+    got = torch.cat([t.flatten() for t in ops.rope(q.clone(), k.clone(), cos, sin)])
+    return compare(got, torch.cat([t.flatten() for t in REFERENCE.rope(q, k, cos, sin)]))
 
 
-register(Fusion("rms_norm", lambda m: _is(m, "RMSNorm"), _rms_norm_forward))
-register(Fusion("swiglu", _silu_mlp, _mlp_forward))
-register(Fusion("rope", _rotary_attention, _attention_forward))
+register(Fusion("rms_norm", lambda m: _is(m, "RMSNorm"), _rms_norm_forward, _verify_rms_norm))
+register(Fusion("swiglu", _silu_mlp, _mlp_forward, _verify_mlp))
+# Partial rotary embeddings (cos narrower than head_dim) run the module's own forward, checked per call.
+register(Fusion("rope", lambda m: _is(m, "Attention"), _attention_forward, _verify_rope))

@@ -60,8 +60,22 @@ def _liger() -> Ops:
     )
 
 
+def compare(got: torch.Tensor, want: torch.Tensor) -> str | None:
+    """None when ``got`` matches ``want`` to the dtype's rounding, else by how much it does not (NaN never matches)."""
+    tol = 1e-4 if want.dtype == torch.float32 else 3e-2
+    err = ((got.float() - want.float()).abs() / (want.float().abs() + 1)).max().item()
+    return None if err <= tol else f"differs from the reference by {err:.2e} > {tol}"
+
+
 def check(ops: Ops, device: torch.device, dtype: torch.dtype) -> str | None:
     """None when ``ops`` match the reference on test tensors of this device and dtype, else why not."""
+    try:
+        return _check(ops, device, dtype)
+    except Exception as exc:
+        return f"{ops.name} failed on a test tensor ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+
+
+def _check(ops: Ops, device: torch.device, dtype: torch.dtype) -> str | None:
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape):
@@ -79,15 +93,10 @@ def check(ops: Ops, device: torch.device, dtype: torch.dtype) -> str | None:
         ("silu_mul", lambda o: o.silu_mul(x, x.flip(1))),
         ("rope", lambda o: torch.cat([t.flatten() for t in o.rope(q.clone(), k.clone(), cos, sin)])),
     )
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
     for name, case in cases:
-        try:
-            got, want = case(ops).float(), case(REFERENCE).float()
-        except Exception as exc:
-            return f"{ops.name} {name} failed on a test tensor ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        err = ((got - want).abs() / (want.abs() + 1)).max().item()
-        if not err <= tol:
-            return f"{ops.name} {name} differs from the reference on a test tensor: {err:.2e} > {tol}"
+        why = compare(case(ops), case(REFERENCE))
+        if why:
+            return f"{ops.name} {name} {why}"
     return None
 
 
@@ -107,6 +116,8 @@ def ops_for(device: torch.device, dtype: torch.dtype, forced: bool = False) -> t
                 ops = _liger()
             except ImportError as exc:
                 found = None, f"liger-kernel is not installed ({exc}); pip install liger-kernel"
+            except Exception as exc:  # an install that does not import (its own settings, say)
+                found = None, f"liger-kernel does not import ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
             else:
                 why = check(ops, device, dtype)
                 found = (None, why) if why else (ops, None)
