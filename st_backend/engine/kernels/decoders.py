@@ -10,7 +10,7 @@ import sys
 import torch
 
 from . import Fusion, Ops, register
-from .ops import REFERENCE, compare
+from .ops import REFERENCE, check_rope, compare
 
 T = 17  # tokens in a check: not a multiple of 16 nor 1, the sizes Triton specialises on
 
@@ -106,16 +106,11 @@ def _attention_forward(module, ops: Ops):
 
 
 def _verify_rope(module, ops: Ops, dtype: torch.dtype) -> str | None:
-    """The rotary kernel at this attention's head counts and head_dim, q and k laid out as the forward passes them
-    (views of (1, T, heads, head_dim) projections)."""
-    config, dim = module.config, module.head_dim
-    q = _rand(module, dtype, 1, T, config.num_attention_heads, dim).transpose(1, 2)
-    k = _rand(module, dtype, 1, T, getattr(config, "num_key_value_heads", None) or config.num_attention_heads, dim)
-    k = k.transpose(1, 2)
-    angles = torch.rand(1, T, dim // 2, generator=torch.Generator().manual_seed(1)).to(q.device) * 6
-    cos, sin = (torch.cat([f(angles)] * 2, -1).to(dtype) for f in (torch.cos, torch.sin))
-    got = torch.cat([t.flatten() for t in ops.rope(q.clone(), k.clone(), cos, sin)])
-    return compare(got, torch.cat([t.flatten() for t in REFERENCE.rope(q, k, cos, sin)]))
+    """The rotary kernel at this attention's head counts and head_dim."""
+    config, device = module.config, next(module.parameters()).device
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return check_rope(ops, T, heads, kv_heads, module.head_dim, device, dtype, torch.Generator().manual_seed(1))
 
 
 register(Fusion("rms_norm", lambda m: _is(m, "RMSNorm"), _rms_norm_forward, _verify_rms_norm))
